@@ -1,0 +1,5 @@
+import sys
+
+from rankdistill.cli import main
+
+sys.exit(main())

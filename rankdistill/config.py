@@ -1,0 +1,87 @@
+"""Typed, validated configurations. Each raises RankdistillError naming the bad value on creation."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from rankdistill.errors import RankdistillError
+
+
+def _positive(obj: object, *names: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not value > 0:
+            raise RankdistillError(f"{name} must be > 0, got {value}")
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """A ranker's architecture and its embedding optimizer."""
+
+    kind: str = "two_tower"  # two_tower (MF when tower_layers is empty)
+    embedding_dim: int = 64
+    tower_layers: tuple[int, ...] = ()
+    optimizer: str = "rowwise_adagrad"  # rowwise_adagrad | adagrad | sgd (| adam on CUDA)
+    lr: float = 0.05
+    init_std: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("two_tower",):
+            raise RankdistillError(f"unknown model kind {self.kind!r}; choose two_tower")
+        _positive(self, "embedding_dim", "lr", "init_std")
+        object.__setattr__(self, "tower_layers", tuple(int(w) for w in self.tower_layers))
+        if any(w <= 0 for w in self.tower_layers):
+            raise RankdistillError(f"tower_layers must be positive widths, got {self.tower_layers}")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The training loop: one for teachers, students and distillation."""
+
+    epochs: int = 20  # a maximum; early stopping usually ends sooner
+    batch_size: int = 1024
+    negatives: int = 256  # uniform negatives per batch, shared by all its rows
+    loss: str = "softmax"  # supervised loss: softmax | bpr | bce
+    l2: float = 0.0  # L2 on the embedding rows of the batch
+    dense_lr: float = 1e-3  # Adam, for tower / MLP / projection weights
+    patience: int = 3  # epochs without validation improvement before stopping
+    select_metric: str = "ndcg@20"  # validation metric for model selection
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        _positive(self, "epochs", "batch_size", "negatives", "dense_lr", "patience")
+        if self.l2 < 0:
+            raise RankdistillError(f"l2 must be >= 0, got {self.l2}")
+        from rankdistill.losses.supervised import SUPERVISED_LOSSES
+
+        if self.loss not in SUPERVISED_LOSSES:
+            raise RankdistillError(f"unknown loss {self.loss!r}; choose one of {', '.join(SUPERVISED_LOSSES)}")
+        name, _, k = self.select_metric.partition("@")
+        if name not in ("ndcg", "recall", "mrr") or not k.isdigit() or int(k) < 1:
+            raise RankdistillError(f"select_metric must look like ndcg@20 (ndcg, recall or mrr), got {self.select_metric!r}")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """What the student learns from the teacher, on top of the true labels:
+    ``total = supervised + Σ weight_i · kd_i``."""
+
+    kd: str = "listkl"  # NAME[:WEIGHT][+NAME[:WEIGHT]...]
+    temperature: float = 1.0
+    topk: int = 100  # teacher top-K kept per user (the knowledge cache)
+    topk_samples: int = 16  # teacher top-K items added to each training example's candidate list
+    rank_lambda: float = 10.0  # top-K items are sampled with probability ∝ exp(-rank / rank_lambda)
+    terms: tuple[tuple[str, float], ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        from rankdistill.losses.registry import parse_kd
+
+        object.__setattr__(self, "terms", parse_kd(self.kd))
+        _positive(self, "temperature", "topk", "topk_samples", "rank_lambda")
+        if self.topk_samples > self.topk:
+            raise RankdistillError(f"topk_samples ({self.topk_samples}) must be <= topk ({self.topk})")
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d.pop("terms")
+        return d

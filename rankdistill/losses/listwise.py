@@ -1,0 +1,52 @@
+"""Listwise distillation: the student's distribution over a user's candidate list matches the teacher's.
+
+Shapes: ``student``, ``teacher`` [B, L] scores of the same candidates; ``mask`` [B, L] bool, True where a
+candidate is real (None = all real). Rows with no real candidate contribute 0.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from rankdistill.losses._masking import mask_logits
+
+
+def listwise_kl(
+    student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None, *, temperature: float = 1.0
+) -> torch.Tensor:
+    r"""KL divergence between the teacher's and the student's softmax over the list, with temperature T
+    (ListNet, Cao et al. ICML 2007, top-one probability; Hinton et al. 2015 for T):
+
+    .. math:: p^t = \mathrm{softmax}(t/T),\quad p^s = \mathrm{softmax}(s/T),\quad
+              L = \frac{T^2}{B} \sum_b \sum_l p^t_{bl} (\log p^t_{bl} - \log p^s_{bl})
+
+    Zero when student == teacher; invariant to adding a constant to either row.
+    """
+    log_ps = torch.log_softmax(mask_logits(student / temperature, mask), dim=1)
+    log_pt = torch.log_softmax(mask_logits(teacher / temperature, mask), dim=1)
+    kl = torch.exp(log_pt) * (log_pt - log_ps)
+    if mask is not None:
+        kl = kl * mask
+    return kl.sum(1).mean() * temperature**2
+
+
+def listmle(
+    student: torch.Tensor, teacher_order: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    r"""Plackett–Luce negative log-likelihood of the teacher's order under the student's scores
+    (ListMLE, Xia et al. ICML 2008; used for ranking distillation in RRD, Kang et al. CIKM 2020):
+
+    .. math:: L = -\frac1B \sum_b \sum_{r=1}^{L_b} \Big( s_{b,\pi(r)} - \log \sum_{r' \ge r} e^{s_{b,\pi(r')}} \Big)
+
+    ``teacher_order`` [B, L] int64: column indices into ``student`` in the teacher's order (best first);
+    masked positions (``mask`` in that same order) take no part. Invariant to adding a constant per row.
+    """
+    s = student.gather(1, teacher_order)
+    if mask is not None:
+        s = mask_logits(s, mask)
+    # log sum_{r' >= r} exp(s_r'): reverse cumulative logsumexp
+    tail = torch.logcumsumexp(s.flip(1), dim=1).flip(1)
+    nll = tail - s
+    if mask is not None:
+        nll = nll * mask
+    return nll.sum(1).mean()

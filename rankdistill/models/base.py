@@ -1,0 +1,84 @@
+"""The Ranker interface every teacher and student implements.
+
+A ranker scores (user, item) pairs: ``score(users [B], items [B, L]) -> [B, L]``. Dot-product rankers
+(``DotProductRanker``) also expose user and item vectors, so full ranking is one matmul per user chunk and
+the model can be served by nearest-neighbour search.
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class Forward:
+    """What one training forward pass produces (one lookup per table, so the fused update runs once)."""
+
+    scores: torch.Tensor  # [B, L + S]: each row's own L candidates, then the S shared ones
+    user_emb: torch.Tensor  # [B, D] raw table rows (L2 regularisation acts on these)
+    item_emb: torch.Tensor  # [B, L, D]
+    shared_emb: torch.Tensor | None  # [S, D]
+    user_hidden: torch.Tensor  # [B, H] representation fed to the scorer (hint losses act on these)
+    item_hidden: torch.Tensor  # [B, L, H]
+    shared_hidden: torch.Tensor | None  # [S, H]
+
+
+class Ranker(nn.Module, abc.ABC):
+    n_users: int
+    n_items: int
+    embedding_dim: int
+
+    @abc.abstractmethod
+    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None) -> Forward:
+        """users int64 [B], items int64 [B, L] (each row's own candidates), shared int64 [S] (candidates
+        scored for every row, e.g. sampled negatives) -> scores [B, L + S] and the embeddings behind them.
+        Each table is looked up once, so the fused optimizer updates each row once per step."""
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """users int64 [B], items int64 [B, L] -> scores [B, L] (higher = more relevant)."""
+        return self.forward(users, items).scores
+
+    @abc.abstractmethod
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        """users int64 [C] -> scores of every item [C, n_items]."""
+
+    def dense_parameters(self) -> list[nn.Parameter]:
+        """Parameters trained by a regular optimizer (the embedding tables update themselves in backward)."""
+        return [p for n, p in self.named_parameters() if ".ebc." not in f".{n}" and p.requires_grad]
+
+    def num_parameters(self) -> int:
+        """Trainable numbers: embedding rows × dims plus dense weights."""
+        tables = sum(t.weight.numel() for t in self.tables())
+        return tables + sum(p.numel() for p in self.dense_parameters())
+
+    def tables(self) -> list[nn.Module]:
+        from rankdistill.models.embedding import EmbeddingTable
+
+        return [m for m in self.modules() if isinstance(m, EmbeddingTable)]
+
+    def config(self) -> dict:
+        """JSON-able constructor arguments; ``build_model(config)`` rebuilds the architecture."""
+        raise NotImplementedError
+
+
+class DotProductRanker(Ranker):
+    """score(u, i) = <user_vectors(u), item_vectors(i)>."""
+
+    @abc.abstractmethod
+    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        """users int64 [*S] -> [*S, D]."""
+
+    @abc.abstractmethod
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        """items int64 [*S] -> [*S, D]."""
+
+    @abc.abstractmethod
+    def item_matrix(self) -> torch.Tensor:
+        """Every item's vector [n_items, D], computed once per evaluation."""
+
+    def score_all(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_vectors(users) @ self.item_matrix().T

@@ -1,0 +1,74 @@
+"""TwoTower: user and item embeddings (torchrec, fused) with optional MLP towers, scored by a dot product.
+
+With ``tower_layers=()`` it is matrix factorisation (MF), the model of the MF-BPR / RRD / DCD papers.
+Served by maximum-inner-product search over ``item_matrix()``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from rankdistill.models.base import DotProductRanker, Forward
+from rankdistill.models.embedding import EmbeddingTable
+
+
+def _tower(dim: int, layers: tuple[int, ...]) -> nn.Module:
+    if not layers:
+        return nn.Identity()
+    mods: list[nn.Module] = []
+    for i, width in enumerate(layers):
+        mods.append(nn.Linear(dim if i == 0 else layers[i - 1], width))
+        if i < len(layers) - 1:
+            mods.append(nn.ReLU())
+    return nn.Sequential(*mods)
+
+
+class TwoTower(DotProductRanker):
+    kind = "two_tower"
+
+    def __init__(
+        self,
+        n_users: int,
+        n_items: int,
+        embedding_dim: int,
+        tower_layers: tuple[int, ...] = (),
+        optimizer: str = "rowwise_adagrad",
+        lr: float = 0.05,
+        init_std: float = 0.1,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        super().__init__()
+        self.n_users, self.n_items, self.embedding_dim = n_users, n_items, embedding_dim
+        self.tower_layers = tuple(tower_layers)
+        self._init = dict(optimizer=optimizer, lr=lr, init_std=init_std)
+        self.user_table = EmbeddingTable("user", n_users, embedding_dim, optimizer, lr, init_std, device)
+        self.item_table = EmbeddingTable("item", n_items, embedding_dim, optimizer, lr, init_std, device)
+        self.user_tower = _tower(embedding_dim, self.tower_layers).to(device)
+        self.item_tower = _tower(embedding_dim, self.tower_layers).to(device)
+
+    def user_vectors(self, users: torch.Tensor) -> torch.Tensor:
+        return self.user_tower(self.user_table(users))
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return self.item_tower(self.item_table(items))
+
+    def item_matrix(self) -> torch.Tensor:
+        return self.item_tower(self.item_table.weight)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None) -> Forward:
+        b, l = items.shape
+        s = 0 if shared is None else shared.numel()
+        flat = items.reshape(-1) if shared is None else torch.cat([items.reshape(-1), shared])
+        u, rows = self.user_table(users), self.item_table(flat)  # [B, D], [B*L + S, D]: one lookup per table
+        hu, hrows = self.user_tower(u), self.item_tower(rows)
+        i, hi = rows[: b * l].view(b, l, -1), hrows[: b * l].view(b, l, -1)
+        scores = torch.einsum("bd,bld->bl", hu, hi)
+        if shared is None:
+            return Forward(scores, u, i, None, hu, hi, None)
+        se, hs = rows[b * l :], hrows[b * l :]
+        return Forward(torch.cat([scores, hu @ hs.T], dim=1), u, i, se, hu, hi, hs)
+
+    def config(self) -> dict:
+        return dict(kind=self.kind, n_users=self.n_users, n_items=self.n_items, embedding_dim=self.embedding_dim,
+                    tower_layers=list(self.tower_layers), **self._init)

@@ -1,0 +1,79 @@
+"""report.json and report.md of a run, and the table printed on the terminal."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+import torch
+
+from rankdistill.pipeline import REPORT_METRICS, RunConfig, RunResult, config_dict, gap_recovered
+
+MODEL_ORDER = ("popularity", "teacher", "student", "distilled")
+
+
+def build_report(result: RunResult, config: RunConfig) -> dict:
+    data, split = result.data, result.split
+    models = {name: result.models[name].summary() for name in MODEL_ORDER if name in result.models}
+    m = {name: tm.metrics for name, tm in result.models.items()}
+    report = {
+        "dataset": {"name": data.name, "users": data.n_users, "items": data.n_items, "interactions": len(data),
+                    "train": split.train.nnz, "valid": split.valid.nnz, "test": split.test.nnz,
+                    "dropped": split.dropped},
+        "protocol": {"split": split.kind, "candidates": "all-unseen-items", "k": list(config.ks),
+                     "selection": f"validation {config.train.select_metric}", "sampled": False,
+                     "ties": "score descending, then item index ascending"},
+        "models": models,
+        "gap_recovered": gap_recovered(m["teacher"], m["student"], m["distilled"]) if "distilled" in m else {},
+        "config": config_dict(config),
+        "seconds": round(result.seconds, 2),
+        "environment": {"torch": torch.__version__, "python": platform.python_version(),
+                        "device": config.device, "threads": torch.get_num_threads()},
+    }
+    return report
+
+
+def metric_columns(ks: list[int]) -> list[str]:
+    return [f"{m}@{k}" for k in ks for m in REPORT_METRICS]
+
+
+def table(report: dict) -> str:
+    """A markdown table: one row per model, params, train time and the metrics."""
+    cols = metric_columns(report["protocol"]["k"])
+    head = ["model", "dim", "params", "train s"] + cols
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for name, m in report["models"].items():
+        label = f"{name} ({m['method']})" if "method" in m else name
+        row = [label, str(m["embedding_dim"]), f"{m['params']:,}", f"{m['train_seconds']:.1f}"]
+        row += [f"{m['metrics'][c]:.4f}" for c in cols]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def markdown(report: dict) -> str:
+    d, p = report["dataset"], report["protocol"]
+    gap = ", ".join(f"{k} {'n/a' if v is None else f'{100 * v:.0f}%'}" for k, v in report["gap_recovered"].items())
+    return "\n".join([
+        f"# rankdistill run on {d['name']}",
+        "",
+        f"{d['users']:,} users, {d['items']:,} items, {d['interactions']:,} interactions "
+        f"(train {d['train']:,}, valid {d['valid']:,}, test {d['test']:,}). Dropped: {d['dropped'] or 'nothing'}.",
+        f"Protocol: {p['split']} split, full ranking over all unseen items, model selection on "
+        f"{p['selection']}; test means over users.",
+        "",
+        table(report),
+        "",
+        f"Teacher–student gap recovered by distillation: {gap}.",
+        f"Total time {report['seconds']:.1f} s on {report['environment']['device']}.",
+        "",
+    ])
+
+
+def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    j, m = out / "report.json", out / "report.md"
+    j.write_text(json.dumps(report, indent=2) + "\n")
+    m.write_text(markdown(report))
+    return j, m
