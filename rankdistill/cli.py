@@ -1,5 +1,8 @@
 """The ``rankdistill`` command: offline jobs, files in and files out.
 
+This module only parses arguments; each command lives in ``rankdistill/commands/<name>.py`` as a function
+of the parsed arguments that returns the exit status.
+
 User mistakes (bad paths, bad options, bad data) print one ``error: ...`` line on stderr and exit with
 status 2; anything else is a bug and keeps its traceback.
 """
@@ -7,11 +10,9 @@ status 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
-import time
-from pathlib import Path
-
 from rankdistill.errors import RankdistillError
 
 
@@ -69,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=dd.temperature)
     p.add_argument("--kd-topk", type=int, default=dd.topk, help="teacher top-K kept per user")
     p.add_argument("--kd-samples", type=int, default=dd.topk_samples, help="top-K items sampled per example")
-    p.set_defaults(handler=cmd_run)
+    p.set_defaults(handler="rankdistill.commands.run:main")
 
     p = sub.add_parser("data", help="data utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
@@ -79,68 +80,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--interactions", type=int, default=300_000)
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out", required=True, help="output .parquet or .csv")
-    s.set_defaults(handler=cmd_data_synth)
+    s.set_defaults(handler="rankdistill.commands.data:synth")
     return parser
-
-
-def _configure_torch(threads: int) -> None:
-    import torch
-
-    if threads < 1:
-        raise RankdistillError(f"--threads must be >= 1, got {threads}")
-    torch.set_num_threads(threads)
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from rankdistill.config import DistillConfig, ModelConfig, TrainConfig
-    from rankdistill.data.io import Columns
-    from rankdistill.data.load import load_interactions
-    from rankdistill.pipeline import RunConfig, run
-    from rankdistill.report import build_report, table, write_report
-
-    _configure_torch(args.threads)
-    config = RunConfig(
-        teacher=ModelConfig(embedding_dim=args.teacher_dim, lr=args.teacher_lr),
-        student=ModelConfig(embedding_dim=args.student_dim, lr=args.student_lr),
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, negatives=args.negatives, loss=args.loss,
-                          l2=args.l2, patience=args.patience, seed=args.seed),
-        distill=DistillConfig(kd=args.kd, temperature=args.temperature, topk=args.kd_topk,
-                              topk_samples=args.kd_samples),
-        split=args.split, seed=args.seed, quiet=args.quiet,
-    )
-    out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    columns = Columns(args.user_col, args.item_col, args.timestamp_col)
-    data = load_interactions(args.data, args.format, columns)
-    result = run(data, config)
-    report = build_report(result, config)
-    json_path, md_path = write_report(report, out)
-    print(table(report))
-    gap = ", ".join(f"{k} {'n/a' if v is None else f'{100 * v:.0f}%'}" for k, v in report["gap_recovered"].items())
-    print(f"\ngap recovered: {gap}   ({report['seconds']:.1f} s)\nwrote {json_path} and {md_path}")
-    return 0
-
-
-def cmd_data_synth(args: argparse.Namespace) -> int:
-    from rankdistill.data.synthetic import SyntheticConfig, make_synthetic
-
-    cfg = SyntheticConfig(users=args.users, items=args.items, interactions=args.interactions, seed=args.seed)
-    out = Path(args.out)
-    frame = make_synthetic(cfg)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
-        frame.to_csv(out, index=False)
-    elif out.suffix in (".parquet", ".pq"):
-        frame.to_parquet(out, engine="fastparquet", index=False)
-    else:
-        raise RankdistillError(f"--out must end in .parquet or .csv, got {out}")
-    print(f"wrote {len(frame):,} interactions to {out}")
-    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        return args.handler(args)
+        module, _, func = args.handler.partition(":")  # commands import torch lazily: --help stays fast
+        return getattr(importlib.import_module(module), func)(args)
     except RankdistillError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

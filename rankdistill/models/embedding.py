@@ -10,8 +10,13 @@ CPU kernels support SGD, Adagrad and row-wise Adagrad; on CUDA Adam is available
 
 from __future__ import annotations
 
+import logging
+
 import torch
-import torchrec.optim as trec_optim
+
+# torchrec's import makes torch.fx log a deprecation notice at WARNING level on every start; not ours to fix.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
+import torchrec.optim as trec_optim  # noqa: E402
 from torch import nn
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
 from torchrec.modules.fused_embedding_modules import FusedEmbeddingBagCollection
