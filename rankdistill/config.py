@@ -46,12 +46,22 @@ class TrainConfig:
     dense_lr: float = 1e-3  # Adam, for tower / MLP / projection weights
     patience: int = 3  # epochs without validation improvement before stopping
     select_metric: str = "ndcg@20"  # validation metric for model selection
+    lr_schedule: str = "constant"  # constant | cosine | linear: factor on every learning rate, per step
+    warmup_steps: int = 0  # linear warm-up of every learning rate
+    clip_grad_norm: float | None = None  # max L2 norm of the dense gradients (tables update inside backward)
+    bf16: bool = True  # bf16 autocast for the forward pass on CUDA (ignored on CPU)
     seed: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "negatives", "dense_lr", "patience")
         if self.l2 < 0:
             raise RankdistillError(f"l2 must be >= 0, got {self.l2}")
+        if self.lr_schedule not in ("constant", "cosine", "linear"):
+            raise RankdistillError(f"lr_schedule must be constant, cosine or linear, got {self.lr_schedule!r}")
+        if self.warmup_steps < 0:
+            raise RankdistillError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
+        if self.clip_grad_norm is not None and not self.clip_grad_norm > 0:
+            raise RankdistillError(f"clip_grad_norm must be > 0, got {self.clip_grad_norm}")
         from rankdistill.losses.supervised import SUPERVISED_LOSSES
 
         if self.loss not in SUPERVISED_LOSSES:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
@@ -21,7 +22,8 @@ from rankdistill.models.factory import build_model
 from rankdistill.models.popularity import Popularity
 from rankdistill.train.knowledge import TeacherKnowledge
 from rankdistill.train.objectives import DistillationObjective, SupervisedObjective
-from rankdistill.train.trainer import FitResult, Trainer, print_epoch
+from rankdistill.train.callbacks import JsonlLog, Progress, TensorBoard
+from rankdistill.train.trainer import FitResult, Trainer
 
 REPORT_METRICS = ("ndcg", "recall", "mrr")
 GAP_METRICS = ("ndcg@10", "ndcg@20", "recall@20")
@@ -65,21 +67,35 @@ class RunResult:
     seconds: float = 0.0
 
 
-def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: str, objective=None) -> TrainedModel:
-    """Train one ranker with the true labels (or ``objective``) and evaluate it on the test split."""
+def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: str, objective=None,
+                out_dir: str | Path | None = None) -> TrainedModel:
+    """Train one ranker with the true labels (or ``objective``) and evaluate it on the test split.
+
+    With ``out_dir``: checkpoints in ``out_dir/checkpoints/<name>/`` (a re-run resumes from them), one JSON
+    line per epoch in ``out_dir/train_log.jsonl``, TensorBoard scalars in ``out_dir/tensorboard/`` when
+    tensorboard is installed."""
     model = build_model(model_config, split.n_users, split.n_items, run.device, seed=run.seed)
     objective = objective or SupervisedObjective(run.train.loss, run.train.l2)
-    on_epoch = None if run.quiet else print_epoch
-    fit = Trainer(model, split, objective, _seeded(run.train, run.seed), name, on_epoch).fit()
+    callbacks = [] if run.quiet else [Progress(name)]
+    checkpoints = None
+    identity = {"model_config": asdict(model_config)}
+    if isinstance(objective, DistillationObjective):
+        identity["distill"] = run.distill.to_dict()
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        callbacks += [JsonlLog(out_dir / "train_log.jsonl"), TensorBoard(out_dir / "tensorboard", name)]
+        checkpoints = out_dir / "checkpoints" / name
+    trainer = Trainer(model, split, objective, _seeded(run.train, run.seed), name, callbacks, checkpoints, identity)
+    fit = trainer.fit()
     return TrainedModel(model, fit, evaluate(model, split, "test", run.ks, REPORT_METRICS))
 
 
 def distill(split: Split, teacher: Ranker, run: RunConfig, name: str = "distilled",
-            knowledge: TeacherKnowledge | None = None) -> TrainedModel:
+            knowledge: TeacherKnowledge | None = None, out_dir: str | Path | None = None) -> TrainedModel:
     """Train a student (``run.student``) on the true labels plus the distillation terms of ``run.distill``."""
     knowledge = knowledge or TeacherKnowledge.compute(teacher, split, run.distill.topk)
     objective = DistillationObjective(teacher, knowledge, run.distill, run.train.loss, run.train.l2, run.seed)
-    trained = train_model(split, run.student, run, name, objective)
+    trained = train_model(split, run.student, run, name, objective, out_dir)
     trained.method = run.distill.kd
     return trained
 
@@ -90,15 +106,16 @@ def _seeded(train: TrainConfig, seed: int) -> TrainConfig:
     return replace(train, seed=seed)
 
 
-def run(data: Interactions, config: RunConfig = RunConfig()) -> RunResult:
+def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path | None = None) -> RunResult:
+    """The whole chain; with ``out_dir`` every model checkpoints there and a re-run resumes."""
     start = time.perf_counter()
     split = make_split(data, config.split, config.seed)
     result = RunResult(data, split)
     pop = Popularity(split.train)
     result.models["popularity"] = TrainedModel(pop, None, evaluate(pop, split, "test", config.ks, REPORT_METRICS))
-    result.models["teacher"] = train_model(split, config.teacher, config, "teacher")
-    result.models["student"] = train_model(split, config.student, config, "student")
-    result.models["distilled"] = distill(split, result.models["teacher"].model, config)
+    result.models["teacher"] = train_model(split, config.teacher, config, "teacher", out_dir=out_dir)
+    result.models["student"] = train_model(split, config.student, config, "student", out_dir=out_dir)
+    result.models["distilled"] = distill(split, result.models["teacher"].model, config, out_dir=out_dir)
     result.seconds = time.perf_counter() - start
     return result
 

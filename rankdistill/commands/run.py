@@ -36,7 +36,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     columns = Columns(args.user_col, args.item_col, args.timestamp_col)
     data = load_interactions(args.data, args.format, columns)
-    result = run(data, config)
+    result = run(data, config, out)
     report = build_report(result, config)
     json_path, md_path = write_report(report, out)
     print(table(report))

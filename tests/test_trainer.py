@@ -1,0 +1,146 @@
+"""The training engine: determinism, checkpoints and resume, training control."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+
+import pytest
+import torch
+
+from rankdistill.config import ModelConfig, TrainConfig
+from rankdistill.errors import RankdistillError
+from rankdistill.evaluation.evaluator import evaluate
+from rankdistill.models.factory import build_model
+from rankdistill.train.callbacks import Callback, JsonlLog
+from rankdistill.train.objectives import SupervisedObjective
+from rankdistill.train.schedule import lr_factor
+from rankdistill.train.trainer import Trainer
+
+CFG = TrainConfig(epochs=4, batch_size=512, negatives=32, l2=0.01, patience=10, seed=1)
+
+
+def _fit(split, tmp=None, callbacks=(), config=CFG, identity=None):
+    model = build_model(ModelConfig(embedding_dim=8, lr=0.1), split.n_users, split.n_items, seed=0)
+    trainer = Trainer(model, split, SupervisedObjective("softmax", config.l2), config, "m", list(callbacks),
+                      checkpoint_dir=tmp, identity=identity)
+    return model, trainer.fit()
+
+
+def test_same_seed_same_metrics(tiny_split):
+    a, _ = _fit(tiny_split)
+    b, _ = _fit(tiny_split)
+    assert evaluate(a, tiny_split) == evaluate(b, tiny_split)
+    assert torch.equal(a.item_table.weight, b.item_table.weight)
+
+
+class _Crash(Callback):
+    def __init__(self, at_epoch):
+        self.at_epoch = at_epoch
+
+    def on_epoch_end(self, record):
+        if record["epoch"] == self.at_epoch:
+            raise KeyboardInterrupt  # stands in for a crash after this epoch's work, before its checkpoint
+
+
+def test_resume_after_crash_equals_uninterrupted_run(tiny_split, tmp_path):
+    ref, ref_fit = _fit(tiny_split)
+    with pytest.raises(KeyboardInterrupt):
+        _fit(tiny_split, tmp_path, [_Crash(3)])
+    assert torch.load(tmp_path / "last.pt", weights_only=False)["epoch"] == 2
+    resumed, fit = _fit(tiny_split, tmp_path)
+    assert fit.resumed_from_epoch == 2
+    assert evaluate(resumed, tiny_split) == evaluate(ref, tiny_split)
+    assert torch.equal(resumed.user_table.weight, ref.user_table.weight)
+    assert [h["valid"] for h in fit.history] == [h["valid"] for h in ref_fit.history]
+
+
+def test_finished_run_is_not_trained_again(tiny_split, tmp_path):
+    first, _ = _fit(tiny_split, tmp_path)
+    again, fit = _fit(tiny_split, tmp_path)
+    assert fit.resumed_from_epoch == CFG.epochs
+    assert torch.equal(first.item_table.weight, again.item_table.weight)
+
+
+def test_checkpoint_of_other_config_is_refused(tiny_split, tmp_path):
+    _fit(tiny_split, tmp_path)
+    with pytest.raises(RankdistillError, match=r"different run \(train.batch_size: 512 -> 256"):
+        _fit(tiny_split, tmp_path, config=replace(CFG, batch_size=256))
+
+
+def test_checkpoint_of_other_data_is_refused(tiny_split, tmp_path):
+    _fit(tiny_split, tmp_path)
+    other = replace(tiny_split, train=tiny_split.valid, valid=tiny_split.train)
+    with pytest.raises(RankdistillError, match=r"data.train"):
+        _fit(other, tmp_path)
+
+
+def test_checkpoint_write_is_atomic(tiny_split, tmp_path):
+    _fit(tiny_split, tmp_path)
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]  # no temporary file left behind
+
+
+def test_non_finite_loss_stops_with_clear_message(tiny_split, tmp_path):
+    class Explode(SupervisedObjective):
+        def forward(self, model, users, pos, negs):
+            loss, parts = super().forward(model, users, pos, negs)
+            return loss * float("nan"), parts
+
+    model = build_model(ModelConfig(embedding_dim=8), tiny_split.n_users, tiny_split.n_items)
+    before = model.item_table.weight.clone()
+    with pytest.raises(RankdistillError, match="non-finite at epoch 1, step 1"):
+        Trainer(model, tiny_split, Explode(), CFG, "m", checkpoint_dir=tmp_path).fit()
+    assert torch.equal(model.item_table.weight, before)  # the bad step never reached the tables
+
+
+def test_jsonl_log_has_one_line_per_epoch(tiny_split, tmp_path):
+    _fit(tiny_split, callbacks=[JsonlLog(tmp_path / "log.jsonl")])
+    lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [x["epoch"] for x in lines] == [1, 2, 3, 4]
+    assert {"loss", "valid", "train_seconds", "examples_per_second", "lr"} <= set(lines[0])
+
+
+def test_early_stopping_restores_best_epoch(tiny_split):
+    cfg = replace(CFG, epochs=30, patience=1)
+    model, fit = _fit(tiny_split, config=cfg)
+    assert len(fit.history) == fit.best_epoch + 1 or len(fit.history) == 30
+    best = max(h["valid"]["ndcg@20"] for h in fit.history)
+    assert evaluate(model, tiny_split, "valid", (20,), ("ndcg",))["ndcg@20"] == pytest.approx(best)
+
+
+def test_lr_schedules():
+    assert lr_factor("constant", 5, 10) == 1.0
+    assert lr_factor("cosine", 0, 10) == 1.0 and lr_factor("cosine", 5, 10) == pytest.approx(0.5)
+    assert lr_factor("linear", 10, 10) == 0.0
+    assert lr_factor("cosine", 0, 10, warmup_steps=4) == 0.25
+
+
+def test_cosine_schedule_reaches_the_tables(tiny_split):
+    cfg = replace(CFG, epochs=2, lr_schedule="cosine")
+    _, fit = _fit(tiny_split, config=cfg)
+    first, last = fit.history[0]["lr"][0], fit.history[-1]["lr"][0]
+    assert last < first < 0.1  # cosine decay from the base lr 0.1, per step
+
+
+def test_kill_9_then_rerun_gives_the_same_report(tmp_path, tiny_frame):
+    data = tmp_path / "log.csv"
+    tiny_frame.to_csv(data, index=False)
+    args = ["run", "--data", str(data), "--teacher-dim", "32", "--student-dim", "4", "--epochs", "6",
+            "--patience", "6", "--batch-size", "256", "--negatives", "32", "--kd-topk", "20", "--kd-samples", "4",
+            "--quiet"]
+    cmd = [sys.executable, "-m", "rankdistill"]
+    subprocess.run(cmd + args + ["--out", str(tmp_path / "ref")], check=True, capture_output=True)
+    out = tmp_path / "killed"
+    proc = subprocess.Popen(cmd + args + ["--out", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = out / "checkpoints" / "student" / "last.pt"
+    deadline = time.time() + 120
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL, "the run finished before it could be killed"
+    subprocess.run(cmd + args + ["--out", str(out)], check=True, capture_output=True)
+    ref = json.loads((tmp_path / "ref" / "report.json").read_text())["models"]
+    got = json.loads((out / "report.json").read_text())["models"]
+    assert {k: v["metrics"] for k, v in got.items()} == {k: v["metrics"] for k, v in ref.items()}
