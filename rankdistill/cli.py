@@ -44,7 +44,11 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--negatives", type=int, default=d.negatives, help="uniform negatives shared by each batch")
     g.add_argument("--loss", default=d.loss, help="supervised loss: softmax, bpr or bce")
     g.add_argument("--l2", type=float, default=0.01, help="L2 penalty on the batch's embedding rows")
-    g.add_argument("--patience", type=int, default=d.patience)
+    g.add_argument("--patience", type=int, default=d.patience, help="epochs without validation improvement")
+    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine", "linear"])
+    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
+    g.add_argument("--clip-grad-norm", type=float, default=None, help="clip dense gradients to this L2 norm")
+    g.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")),
                    help="CPU threads (default 1: on shared machines more threads spin and run slower)")

@@ -22,13 +22,20 @@ def configure_torch(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of the training options every training command shares (cli._add_train_args)."""
+    return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, negatives=args.negatives, loss=args.loss,
+                       l2=args.l2, patience=args.patience, lr_schedule=args.lr_schedule,
+                       warmup_steps=args.warmup_steps, clip_grad_norm=args.clip_grad_norm, bf16=not args.no_bf16,
+                       seed=args.seed)
+
+
 def main(args: argparse.Namespace) -> int:
     configure_torch(args.threads)
     config = RunConfig(
         teacher=ModelConfig(embedding_dim=args.teacher_dim, lr=args.teacher_lr),
         student=ModelConfig(embedding_dim=args.student_dim, lr=args.student_lr),
-        train=TrainConfig(epochs=args.epochs, batch_size=args.batch_size, negatives=args.negatives, loss=args.loss,
-                          l2=args.l2, patience=args.patience, seed=args.seed),
+        train=train_config(args),
         distill=DistillConfig(kd=args.kd, temperature=args.temperature, topk=args.kd_topk,
                               topk_samples=args.kd_samples),
         split=args.split, seed=args.seed, quiet=args.quiet,
