@@ -18,20 +18,25 @@ def _positive(obj: object, *names: str) -> None:
 class ModelConfig:
     """A ranker's architecture and its embedding optimizer."""
 
-    kind: str = "two_tower"  # two_tower (MF when tower_layers is empty)
+    kind: str = "two_tower"  # two_tower (MF when tower_layers is empty) | mlp (concat -> MLP)
     embedding_dim: int = 64
-    tower_layers: tuple[int, ...] = ()
+    tower_layers: tuple[int, ...] = ()  # two_tower: MLP widths on each side before the dot product
+    mlp_layers: tuple[int, ...] = (64, 32)  # mlp: hidden widths of the scoring MLP
     optimizer: str = "rowwise_adagrad"  # rowwise_adagrad | adagrad | sgd (| adam on CUDA)
     lr: float = 0.05
     init_std: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.kind not in ("two_tower",):
-            raise RankdistillError(f"unknown model kind {self.kind!r}; choose two_tower")
+        if self.kind not in ("two_tower", "mlp"):
+            raise RankdistillError(f"unknown model kind {self.kind!r}; choose two_tower or mlp")
         _positive(self, "embedding_dim", "lr", "init_std")
-        object.__setattr__(self, "tower_layers", tuple(int(w) for w in self.tower_layers))
-        if any(w <= 0 for w in self.tower_layers):
-            raise RankdistillError(f"tower_layers must be positive widths, got {self.tower_layers}")
+        for name in ("tower_layers", "mlp_layers"):
+            widths = tuple(int(w) for w in getattr(self, name))
+            object.__setattr__(self, name, widths)
+            if any(w <= 0 for w in widths):
+                raise RankdistillError(f"{name} must be positive widths, got {widths}")
+        if self.kind == "mlp" and not self.mlp_layers:
+            raise RankdistillError("an mlp model needs at least one hidden layer in mlp_layers")
 
 
 @dataclass(frozen=True)

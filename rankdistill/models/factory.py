@@ -6,6 +6,7 @@ import torch
 
 from rankdistill.config import ModelConfig
 from rankdistill.models.base import Ranker
+from rankdistill.models.mlp import MLPRanker
 from rankdistill.models.two_tower import TwoTower
 
 
@@ -15,4 +16,7 @@ def build_model(config: ModelConfig, n_users: int, n_items: int, device: torch.d
     if config.kind == "two_tower":
         return TwoTower(n_users, n_items, config.embedding_dim, config.tower_layers, config.optimizer, config.lr,
                         config.init_std, device)
+    if config.kind == "mlp":
+        return MLPRanker(n_users, n_items, config.embedding_dim, config.mlp_layers, config.optimizer, config.lr,
+                         config.init_std, device)
     raise ValueError(f"unknown model kind {config.kind!r}")
