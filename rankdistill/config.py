@@ -30,6 +30,8 @@ class ModelConfig:
         if self.kind not in ("two_tower", "mlp"):
             raise RankdistillError(f"unknown model kind {self.kind!r}; choose two_tower or mlp")
         _positive(self, "embedding_dim", "lr", "init_std")
+        if self.embedding_dim % 4:
+            raise RankdistillError(f"embedding_dim must be a multiple of 4 (fbgemm's kernels), got {self.embedding_dim}")
         for name in ("tower_layers", "mlp_layers"):
             widths = tuple(int(w) for w in getattr(self, name))
             object.__setattr__(self, name, widths)

@@ -8,7 +8,7 @@ Model selection uses validation only; every model is evaluated on the same split
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -40,6 +40,7 @@ class RunConfig:
     seed: int = 0
     device: str = "cpu"
     quiet: bool = False
+    sizes: tuple[int, ...] = ()  # extra student embedding sizes, each trained alone and distilled
 
 
 @dataclass
@@ -64,6 +65,7 @@ class RunResult:
     data: Interactions
     split: Split
     models: dict[str, TrainedModel] = field(default_factory=dict)
+    sizes: dict[int, tuple[TrainedModel, TrainedModel]] = field(default_factory=dict)  # dim -> (alone, distilled)
     seconds: float = 0.0
 
 
@@ -101,8 +103,6 @@ def distill(split: Split, teacher: Ranker, run: RunConfig, name: str = "distille
 
 
 def _seeded(train: TrainConfig, seed: int) -> TrainConfig:
-    from dataclasses import replace
-
     return replace(train, seed=seed)
 
 
@@ -115,7 +115,17 @@ def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path
     result.models["popularity"] = TrainedModel(pop, None, evaluate(pop, split, "test", config.ks, REPORT_METRICS))
     result.models["teacher"] = train_model(split, config.teacher, config, "teacher", out_dir=out_dir)
     result.models["student"] = train_model(split, config.student, config, "student", out_dir=out_dir)
-    result.models["distilled"] = distill(split, result.models["teacher"].model, config, out_dir=out_dir)
+    teacher = result.models["teacher"].model
+    knowledge = TeacherKnowledge.compute(teacher, split, config.distill.topk)
+    result.models["distilled"] = distill(split, teacher, config, knowledge=knowledge, out_dir=out_dir)
+    for dim in config.sizes:
+        if dim == config.student.embedding_dim:
+            result.sizes[dim] = (result.models["student"], result.models["distilled"])
+            continue
+        sized = replace(config, student=replace(config.student, embedding_dim=dim))
+        alone = train_model(split, sized.student, sized, f"student@{dim}", out_dir=out_dir)
+        taught = distill(split, teacher, sized, f"distilled@{dim}", knowledge, out_dir=out_dir)
+        result.sizes[dim] = (alone, taught)
     result.seconds = time.perf_counter() - start
     return result
 

@@ -26,6 +26,10 @@ def build_report(result: RunResult, config: RunConfig) -> dict:
                      "ties": "score descending, then item index ascending"},
         "models": models,
         "gap_recovered": gap_recovered(m["teacher"], m["student"], m["distilled"]) if "distilled" in m else {},
+        "sizes": [{"embedding_dim": dim, "params": alone.model.num_parameters(),
+                   "student": {k: round(v, 6) for k, v in alone.metrics.items()},
+                   "distilled": {k: round(v, 6) for k, v in taught.metrics.items()}}
+                  for dim, (alone, taught) in sorted(result.sizes.items())],
         "config": config_dict(config),
         "seconds": round(result.seconds, 2),
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
@@ -70,10 +74,55 @@ def markdown(report: dict) -> str:
     ])
 
 
+def sizes_table(report: dict, metric: str = "ndcg@20") -> str:
+    lines = [f"| student dim | params | alone {metric} | distilled {metric} |", "|---|---|---|---|"]
+    for row in report["sizes"]:
+        lines.append(f"| {row['embedding_dim']} | {row['params']:,} | {row['student'][metric]:.4f} | "
+                     f"{row['distilled'][metric]:.4f} |")
+    teacher = report["models"]["teacher"]
+    lines.append(f"| teacher {teacher['embedding_dim']} | {teacher['params']:,} | {teacher['metrics'][metric]:.4f} | |")
+    return "\n".join(lines)
+
+
+def plot_sizes(report: dict, path: str | Path, metric: str = "ndcg@20") -> Path:
+    """NDCG@20 against parameter count: students alone and distilled as two curves, the teacher as a line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = report["sizes"]
+    params = [r["params"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    ax.plot(params, [r["student"][metric] for r in rows], "o-", label="student alone")
+    ax.plot(params, [r["distilled"][metric] for r in rows], "s-",
+            label=f"student distilled ({report['models']['distilled'].get('method', 'kd')})")
+    teacher = report["models"]["teacher"]
+    ax.axhline(teacher["metrics"][metric], color="k", ls="--",
+               label=f"teacher (dim {teacher['embedding_dim']}, {teacher['params']:,} params)")
+    for r in rows:
+        ax.annotate(f"d={r['embedding_dim']}", (r["params"], r["student"][metric]), textcoords="offset points",
+                    xytext=(0, -12), ha="center", fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("student parameters")
+    ax.set_ylabel(f"test {metric.upper()} (full ranking)")
+    ax.set_title(f"{report['dataset']['name']}: quality against size")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     j, m = out / "report.json", out / "report.md"
     j.write_text(json.dumps(report, indent=2) + "\n")
-    m.write_text(markdown(report))
+    text = markdown(report)
+    if report["sizes"]:
+        plot_sizes(report, out / "sizes.png")
+        text += "\n## Quality against size\n\n" + sizes_table(report) + "\n\n![NDCG@20 against parameters](sizes.png)\n"
+    m.write_text(text)
     return j, m

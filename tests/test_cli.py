@@ -60,3 +60,24 @@ def test_missing_file_is_one_error_line_and_status_2(tmp_path):
 def test_bad_option_is_status_2(capsys):
     assert main(["run", "--kd", "nonsense"]) == 2
     assert "unknown distillation loss 'nonsense'" in capsys.readouterr().err
+
+
+def test_run_sizes_writes_plot_and_table(tmp_path, tiny_csv):
+    out = tmp_path / "sizes"
+    assert main(["run", "--data", str(tiny_csv), "--out", str(out), "--sizes", "4,8", *TINY]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [r["embedding_dim"] for r in report["sizes"]] == [4, 8]
+    assert report["sizes"][0]["params"] < report["sizes"][1]["params"]
+    assert set(report["sizes"][0]["distilled"]) == set(report["models"]["teacher"]["metrics"])
+    assert (out / "sizes.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "## Quality against size" in (out / "report.md").read_text()
+
+
+def test_bad_sizes_is_status_2(capsys):
+    assert main(["run", "--sizes", "4,x"]) == 2
+    assert "--sizes must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_embedding_dim_not_multiple_of_4_is_status_2(capsys):
+    assert main(["run", "--student-dim", "6"]) == 2
+    assert "embedding_dim must be a multiple of 4" in capsys.readouterr().err

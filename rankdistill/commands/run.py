@@ -22,6 +22,18 @@ def configure_torch(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def parse_sizes(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        sizes = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise RankdistillError(f"--sizes must be comma-separated integers like 4,8,16, got {text!r}") from None
+    if any(d < 1 for d in sizes):
+        raise RankdistillError(f"--sizes must be positive, got {text!r}")
+    return sizes
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the training options every training command shares (cli._add_train_args)."""
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, negatives=args.negatives, loss=args.loss,
@@ -38,7 +50,7 @@ def main(args: argparse.Namespace) -> int:
         train=train_config(args),
         distill=DistillConfig(kd=args.kd, temperature=args.temperature, topk=args.kd_topk,
                               topk_samples=args.kd_samples),
-        split=args.split, seed=args.seed, quiet=args.quiet,
+        split=args.split, seed=args.seed, quiet=args.quiet, sizes=parse_sizes(args.sizes),
     )
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
     columns = Columns(args.user_col, args.item_col, args.timestamp_col)
