@@ -14,14 +14,19 @@ The public API::
 from rankdistill.config import DistillConfig, ModelConfig, TrainConfig
 from rankdistill.data.interactions import Interactions
 from rankdistill.data.io import Columns, read_interactions
-from rankdistill.data.load import load_interactions
+from rankdistill.data.load import DataSpec, load_interactions
 from rankdistill.data.split import Split, make_split
 from rankdistill.data.synthetic import SyntheticConfig, make_synthetic
 from rankdistill.data.vocab import IdVocab
 from rankdistill.errors import RankdistillError
-from rankdistill.evaluation.evaluator import Ranking, evaluate, evaluate_per_user, rank_all
-from rankdistill.evaluation.metrics import compute_metrics
+from rankdistill.evaluation.evaluator import PerUserMetrics, Ranking, evaluate, evaluate_per_user, rank_all
+from rankdistill.evaluation.fidelity import fidelity, kendall_tau, overlap_at_k, spearman_rho
+from rankdistill.evaluation.metrics import HIGHER_IS_BETTER, compute_metrics
+from rankdistill.evaluation.run_file import evaluate_run, evaluate_run_files
+from rankdistill.evaluation.sampled import evaluate_sampled
+from rankdistill.evaluation.topk import topk_ties_by_index
 from rankdistill.losses.registry import KD_LOSSES
+from rankdistill.modeldir import SavedModel, load, save_model
 from rankdistill.models.base import DotProductRanker, Ranker
 from rankdistill.models.factory import build_model
 from rankdistill.models.popularity import Popularity
@@ -35,20 +40,24 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Columns",
+    "DataSpec",
     "DistillConfig",
     "DistillationObjective",
     "DotProductRanker",
     "FitResult",
+    "HIGHER_IS_BETTER",
     "IdVocab",
     "Interactions",
     "KD_LOSSES",
     "ModelConfig",
+    "PerUserMetrics",
     "Popularity",
     "Ranker",
     "RankdistillError",
     "Ranking",
     "RunConfig",
     "RunResult",
+    "SavedModel",
     "Split",
     "SupervisedObjective",
     "SyntheticConfig",
@@ -62,12 +71,22 @@ __all__ = [
     "distill",
     "evaluate",
     "evaluate_per_user",
+    "evaluate_run",
+    "evaluate_run_files",
+    "evaluate_sampled",
+    "fidelity",
     "gap_recovered",
+    "kendall_tau",
+    "load",
     "load_interactions",
     "make_split",
     "make_synthetic",
+    "overlap_at_k",
     "rank_all",
     "read_interactions",
     "run",
+    "save_model",
+    "spearman_rho",
+    "topk_ties_by_index",
     "train_model",
 ]

@@ -21,17 +21,38 @@ class _Parser(argparse.ArgumentParser):
         raise RankdistillError(f"{self.prog}: {message}")
 
 
-def _add_data_args(p: argparse.ArgumentParser) -> None:
+def _add_data_args(p: argparse.ArgumentParser, default: str = "the embedded synthetic data") -> None:
     g = p.add_argument_group("data")
     g.add_argument("--data", help="interactions: CSV/TSV/parquet file, MovieLens u.data/ratings.dat/ratings.csv, "
-                   "or a LightGCN folder (train.txt, test.txt); default: the embedded synthetic data")
+                   f"or a LightGCN folder (train.txt, test.txt); default: {default}")
     g.add_argument("--format", choices=["csv", "tsv", "parquet", "movielens", "lightgcn"],
                    help="force the reader (default: detected from the path)")
     g.add_argument("--user-col", default="user")
     g.add_argument("--item-col", default="item")
-    g.add_argument("--timestamp-col", default="timestamp")
-    g.add_argument("--split", choices=["temporal-leave-one-out", "given"],
-                   help="default: temporal leave-one-out when timestamps exist, else the data set's given split")
+    g.add_argument("--timestamp-col", default="timestamp", help="optional unless renamed; '' ignores it")
+    g.add_argument("--rating-col", default="rating", help="optional unless renamed; '' ignores it")
+    g.add_argument("--min-rating", type=float, help="only ratings >= this are positives (default: every row)")
+    g.add_argument("--min-user-interactions", type=int, default=0,
+                   help="k-core: drop users with fewer interactions, iterated with --min-item-interactions")
+    g.add_argument("--min-item-interactions", type=int, default=0, help="k-core: drop items with fewer interactions")
+    g.add_argument("--split", choices=["temporal-leave-one-out", "ratio", "time-cut", "given"],
+                   help="default: the data set's given split (LightGCN), else temporal leave-one-out when there "
+                   "are timestamps, else ratio")
+    g.add_argument("--split-ratio", metavar="TRAIN,VALID,TEST",
+                   help="shares of each user's interactions for --split ratio (default 0.8,0.1,0.1; seeded by --seed)")
+    g.add_argument("--split-time", metavar="CUT",
+                   help="--split time-cut: a date (2020-06-01), seconds since 1970, or a quantile such as 0.9 "
+                   "(default); test is at or after the cut, validation as many interactions just before it")
+
+
+def _add_kd_args(p: argparse.ArgumentParser) -> None:
+    from rankdistill.config import DistillConfig
+
+    dd = DistillConfig()
+    p.add_argument("--kd", default=dd.kd, help="distillation loss(es): NAME[:WEIGHT][+NAME[:WEIGHT]...]")
+    p.add_argument("--temperature", type=float, default=dd.temperature)
+    p.add_argument("--kd-topk", type=int, default=dd.topk, help="teacher top-K kept per user")
+    p.add_argument("--kd-samples", type=int, default=dd.topk_samples, help="top-K items sampled per example")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
@@ -56,8 +77,6 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rankdistill.config import DistillConfig
-
     parser = _Parser(prog="rankdistill", description="Distil large recommender ranking models into small ones.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
@@ -69,14 +88,56 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-dim", type=int, default=16)
     p.add_argument("--teacher-lr", type=float, default=0.05, help="embedding learning rate of the teacher")
     p.add_argument("--student-lr", type=float, default=0.2, help="embedding learning rate of the students")
-    dd = DistillConfig()
-    p.add_argument("--kd", default=dd.kd, help="distillation loss(es): NAME[:WEIGHT][+NAME[:WEIGHT]...]")
-    p.add_argument("--temperature", type=float, default=dd.temperature)
-    p.add_argument("--kd-topk", type=int, default=dd.topk, help="teacher top-K kept per user")
-    p.add_argument("--kd-samples", type=int, default=dd.topk_samples, help="top-K items sampled per example")
+    _add_kd_args(p)
     p.add_argument("--sizes", help="student embedding sizes to compare, e.g. 4,8,16,32,64: each is trained alone "
                    "and distilled; a plot of NDCG@20 against parameters goes into the run directory")
     p.set_defaults(handler="rankdistill.commands.run:main")
+
+    p = sub.add_parser("train", help="train a teacher on the true labels and write a model directory")
+    _add_data_args(p)
+    _add_train_args(p)
+    p.add_argument("--out", required=True, help="model directory to write (config, vocabularies, weights)")
+    p.add_argument("--dim", type=int, default=128, help="embedding size")
+    p.add_argument("--lr", type=float, default=0.05, help="embedding learning rate")
+    p.set_defaults(handler="rankdistill.commands.train:main")
+
+    p = sub.add_parser("distill", help="distil a saved teacher into a small student and write its model directory")
+    p.add_argument("--teacher", required=True, help="the teacher's model directory")
+    p.add_argument("--out", required=True, help="model directory to write for the student")
+    p.add_argument("--dim", type=int, default=16, help="the student's embedding size")
+    p.add_argument("--lr", type=float, default=0.2, help="the student's embedding learning rate")
+    _add_kd_args(p)
+    _add_data_args(p, "the teacher's data, filters and split")
+    _add_train_args(p)
+    p.set_defaults(handler="rankdistill.commands.distill:main")
+
+    p = sub.add_parser("recommend", help="top-K items per user of a saved model, with raw IDs, to parquet or CSV")
+    p.add_argument("--model", required=True, help="model directory")
+    p.add_argument("--users", help="file of user IDs: parquet/CSV with a 'user' column (or one column), or .txt "
+                   "with one ID per line (default: every user of the model)")
+    p.add_argument("--user-col", default="user", help="column of --users holding the IDs")
+    p.add_argument("--k", type=int, default=100, help="items per user")
+    p.add_argument("--out", required=True, help="output .parquet (or .csv/.tsv): user, item, score, rank")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")))
+    p.set_defaults(handler="rankdistill.commands.recommend:main")
+
+    p = sub.add_parser("evaluate", help="ranking metrics of a run file against qrels (any recommender), or of a "
+                       "saved model", description="Either --run RUN --qrels QRELS: metrics of any recommender's "
+                       "output (like trec_eval or ranx), or --model MODEL_DIR: full-ranking test metrics of a "
+                       "saved model. Prints one JSON object of means over users with at least one relevant item.")
+    p.add_argument("--run", help="RUN file (.csv/.tsv/.parquet) with columns user,item,score")
+    p.add_argument("--qrels", help="QRELS file (.csv/.tsv/.parquet) with columns user,item and optionally relevance "
+                   "(graded: gain = relevance; > 0 is relevant)")
+    p.add_argument("--k", default="10,20", help="cut-offs, comma-separated (default 10,20)")
+    p.add_argument("--metrics", default="ndcg,recall,precision,hit,mrr,map",
+                   help="comma-separated, from ndcg, recall, precision, hit, mrr, map (default: all)")
+    p.add_argument("--per-user", metavar="FILE.parquet", help="also write per-user values to this parquet file")
+    p.add_argument("--model", metavar="MODEL_DIR",
+                   help="a saved model directory: evaluate it on its test split instead of a run file")
+    p.add_argument("--data", help="with --model: evaluate on this data (same vocabularies) instead of the model's own")
+    p.add_argument("--out", help="with --model: where to write the metrics JSON (default MODEL_DIR/metrics.json)")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")))
+    p.set_defaults(handler="rankdistill.commands.evaluate:main")
 
     p = sub.add_parser("data", help="data utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)

@@ -81,22 +81,46 @@ class TrainConfig:
 @dataclass(frozen=True)
 class DistillConfig:
     """What the student learns from the teacher, on top of the true labels:
-    ``total = supervised + Σ weight_i · kd_i``."""
+    ``total = supervised + Σ weight_i · kd_i``.
+
+    The defaults of each loss's hyperparameters come from its paper (or the authors' code) unless noted."""
 
     kd: str = "listkl"  # NAME[:WEIGHT][+NAME[:WEIGHT]...]
-    temperature: float = 1.0
+    temperature: float = 1.0  # soft_bce, listkl (Hinton et al. 2015)
     topk: int = 100  # teacher top-K kept per user (the knowledge cache)
     topk_samples: int = 16  # teacher top-K items added to each training example's candidate list
-    rank_lambda: float = 10.0  # top-K items are sampled with probability ∝ exp(-rank / rank_lambda)
+    rank_lambda: float = 10.0  # top-K items are sampled with probability ∝ exp(-rank / rank_lambda) (RRD: 10)
+    topk_sampling: str = "batch"  # batch: one draw of ranks per batch, shared by its rows (cheap) | row: one per row
+    # rd: ranking distillation (Tang & Wang, KDD 2018; authors' code defaults)
+    rd_k: int = 10  # the teacher's first rd_k items are extra positives (always in the candidate list)
+    rd_lambda: float = 1.0  # position weight ∝ exp(-rank / rd_lambda)
+    rd_mu: float = 0.1  # sharpness of the ranking-discrepancy weight tanh(max(mu · (student rank - rank), 0))
+    rd_dynamic_from: int = 11  # first epoch (1-based) with the discrepancy weight; before it position only
+    # dcd: rank-discrepancy-aware correction (Lee & Kim, CIKM 2021), user side
+    dcd_samples: int = 10  # under-estimated items (teacher top-K) and over-estimated items (student top-K), each
+    dcd_mu: float = 0.1  # sampling probability ∝ tanh(max(dcd_mu · rank discrepancy, 0))
+    # de: distillation experts (Kang et al., CIKM 2020)
+    de_experts: int = 5  # experts per side (users, items); the authors' code uses up to 30
+    de_tau_start: float = 1.0  # Gumbel-softmax temperature of the expert selection at epoch 1 ...
+    de_tau_end: float = 0.01  # ... annealed geometrically to this at epoch de_anneal_epochs, then held
+    de_anneal_epochs: int = 20
     terms: tuple[tuple[str, float], ...] = field(init=False)
 
     def __post_init__(self) -> None:
         from rankdistill.losses.registry import parse_kd
 
         object.__setattr__(self, "terms", parse_kd(self.kd))
-        _positive(self, "temperature", "topk", "topk_samples", "rank_lambda")
-        if self.topk_samples > self.topk:
-            raise RankdistillError(f"topk_samples ({self.topk_samples}) must be <= topk ({self.topk})")
+        _positive(self, "temperature", "topk", "topk_samples", "rank_lambda", "rd_k", "rd_lambda", "rd_mu",
+                  "rd_dynamic_from", "dcd_samples", "dcd_mu", "de_experts", "de_tau_start", "de_tau_end",
+                  "de_anneal_epochs")
+        if self.topk_sampling not in ("batch", "row"):
+            raise RankdistillError(f"topk_sampling must be 'batch' or 'row', got {self.topk_sampling!r}")
+        used = {name for name, _ in self.terms}
+        for name, term in (("topk_samples", None), ("rd_k", "rd"), ("dcd_samples", "dcd")):
+            if (term is None or term in used) and getattr(self, name) > self.topk:
+                raise RankdistillError(f"{name} ({getattr(self, name)}) must be <= topk ({self.topk})")
+        if self.de_tau_end > self.de_tau_start:
+            raise RankdistillError(f"de_tau_end ({self.de_tau_end}) must be <= de_tau_start ({self.de_tau_start})")
 
     def to_dict(self) -> dict:
         d = asdict(self)

@@ -36,7 +36,9 @@ class RunConfig:
     train: TrainConfig = TrainConfig(l2=0.01)
     distill: DistillConfig = DistillConfig()
     ks: tuple[int, ...] = (10, 20)
-    split: str | None = None  # None: temporal leave-one-out when there are timestamps, else the given split
+    split: str | None = None  # None: the given split (LightGCN), else temporal leave-one-out with timestamps, else ratio
+    split_ratio: str | tuple[float, float, float] | None = None  # --split ratio: train,valid,test shares (0.8,0.1,0.1)
+    split_time: str | float | None = None  # --split time-cut: a date, seconds, or a quantile such as 0.9
     seed: int = 0
     device: str = "cpu"
     quiet: bool = False
@@ -49,6 +51,7 @@ class TrainedModel:
     fit: FitResult | None
     metrics: dict[str, float]
     method: str | None = None
+    fidelity: dict[str, float] | None = None  # overlap@k, kendall_tau@k against the teacher (students only)
 
     def summary(self) -> dict:
         out = {"params": self.model.num_parameters(), "embedding_dim": self.model.embedding_dim,
@@ -57,6 +60,8 @@ class TrainedModel:
                "metrics": {k: round(v, 6) for k, v in self.metrics.items()}}
         if self.method:
             out["method"] = self.method
+        if self.fidelity is not None:
+            out["fidelity"] = {k: round(v, 6) for k, v in self.fidelity.items()}
         return out
 
 
@@ -109,7 +114,7 @@ def _seeded(train: TrainConfig, seed: int) -> TrainConfig:
 def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path | None = None) -> RunResult:
     """The whole chain; with ``out_dir`` every model checkpoints there and a re-run resumes."""
     start = time.perf_counter()
-    split = make_split(data, config.split, config.seed)
+    split = make_split(data, config.split, config.seed, config.split_ratio, config.split_time)
     result = RunResult(data, split)
     pop = Popularity(split.train)
     result.models["popularity"] = TrainedModel(pop, None, evaluate(pop, split, "test", config.ks, REPORT_METRICS))
@@ -126,8 +131,21 @@ def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path
         alone = train_model(split, sized.student, sized, f"student@{dim}", out_dir=out_dir)
         taught = distill(split, teacher, sized, f"distilled@{dim}", knowledge, out_dir=out_dir)
         result.sizes[dim] = (alone, taught)
+    add_fidelity(result, teacher, config.ks)
     result.seconds = time.perf_counter() - start
     return result
+
+
+def add_fidelity(result: RunResult, teacher: Ranker, ks: tuple[int, ...]) -> None:
+    """Overlap@k and Kendall tau@k of every student (alone and distilled) against the teacher, on the test
+    users with the test masking; the teacher's top-K is computed once."""
+    from rankdistill.evaluation.fidelity import fidelity, teacher_ranking
+
+    reference = teacher_ranking(teacher, result.split, "test", max(ks))
+    students = [result.models[n] for n in ("student", "distilled") if n in result.models]
+    students += [m for pair in result.sizes.values() for m in pair if all(m is not s for s in students)]
+    for trained in students:
+        trained.fidelity = fidelity(teacher, trained.model, result.split, "test", ks, reference=reference)
 
 
 def gap_recovered(teacher: dict[str, float], student: dict[str, float], distilled: dict[str, float],

@@ -20,7 +20,7 @@ def build_report(result: RunResult, config: RunConfig) -> dict:
     report = {
         "dataset": {"name": data.name, "users": data.n_users, "items": data.n_items, "interactions": len(data),
                     "train": split.train.nnz, "valid": split.valid.nnz, "test": split.test.nnz,
-                    "dropped": split.dropped},
+                    "dropped": split.dropped, "source": data.source, "split_options": split.options},
         "protocol": {"split": split.kind, "candidates": "all-unseen-items", "k": list(config.ks),
                      "selection": f"validation {config.train.select_metric}", "sampled": False,
                      "ties": "score descending, then item index ascending"},
@@ -28,7 +28,9 @@ def build_report(result: RunResult, config: RunConfig) -> dict:
         "gap_recovered": gap_recovered(m["teacher"], m["student"], m["distilled"]) if "distilled" in m else {},
         "sizes": [{"embedding_dim": dim, "params": alone.model.num_parameters(),
                    "student": {k: round(v, 6) for k, v in alone.metrics.items()},
-                   "distilled": {k: round(v, 6) for k, v in taught.metrics.items()}}
+                   "distilled": {k: round(v, 6) for k, v in taught.metrics.items()},
+                   **({"fidelity": {"student": alone.summary().get("fidelity"),
+                                    "distilled": taught.summary().get("fidelity")}} if taught.fidelity else {})}
                   for dim, (alone, taught) in sorted(result.sizes.items())],
         "config": config_dict(config),
         "seconds": round(result.seconds, 2),
@@ -69,9 +71,20 @@ def markdown(report: dict) -> str:
         table(report),
         "",
         f"Teacher–student gap recovered by distillation: {gap}.",
+        *_fidelity_lines(report),
         f"Total time {report['seconds']:.1f} s on {report['environment']['device']}.",
         "",
     ])
+
+
+def _fidelity_lines(report: dict) -> list[str]:
+    """One line per student with fidelity to the teacher (overlap of the top-k lists, Kendall tau)."""
+    lines = []
+    for name, m in report["models"].items():
+        if m.get("fidelity"):
+            values = ", ".join(f"{k} {v:.3f}" for k, v in m["fidelity"].items())
+            lines.append(f"Fidelity of {name} to the teacher: {values}.")
+    return lines
 
 
 def sizes_table(report: dict, metric: str = "ndcg@20") -> str:

@@ -94,12 +94,14 @@ def test_duplicates_collapsed_to_earliest_and_counted():
 
 def test_test_items_unseen_in_training_are_dropped_and_counted():
     data = Interactions.from_frame(_frame([
-        ("u", "a", 1), ("u", "b", 2), ("u", "new", 3),
-        ("v", "a", 1), ("v", "b", 2), ("v", "c", 3),
+        ("u", "a", 1), ("u", "b", 2), ("u", "new", 3),  # train a, valid b, test new (never trained on)
+        ("v", "a", 1), ("v", "b", 2), ("v", "c", 3),  # train a, valid b, test c (x trains on c)
+        ("w", "b", 1), ("w", "a", 2), ("w", "d", 3),  # train b, valid a, test d (never trained on)
+        ("x", "c", 1), ("x", "a", 2), ("x", "b", 3),  # train c, valid a, test b
     ]), "t")
     s = temporal_leave_one_out(data)
-    assert s.dropped["test_items_unseen_in_train"] == 2  # "new" (only u's test) and "c" (only v's test)
-    assert s.test.nnz == 0
+    assert s.dropped == {"test_items_unseen_in_train": 2}  # "new" and "d"
+    assert s.test.nnz == 2 and s.valid.nnz == 4
 
 
 def test_given_split_keeps_test_and_carves_one_validation_item():
@@ -113,3 +115,49 @@ def test_given_split_keeps_test_and_carves_one_validation_item():
     assert s.valid.lengths().tolist() == [1, 1, 1, 1]
     assert s.test.lengths().tolist() == [1, 1, 0, 0]
     assert s.train.nnz + s.valid.nnz + s.test.nnz == len(data)
+
+
+# -- implicit feedback: rating threshold, duplicates, k-core ------------------------------------------------
+
+def test_min_rating_keeps_ratings_at_or_above_and_counts_the_rest():
+    from rankdistill.data.filters import to_implicit
+
+    frame = pd.DataFrame({"user": [1, 1, 2, 2], "item": [1, 2, 1, 2], "rating": [5.0, 3.5, 4.0, 1.0]})
+    kept, dropped = to_implicit(frame, min_rating=4)
+    assert kept[["user", "item"]].values.tolist() == [[1, 1], [2, 1]] and "rating" not in kept
+    assert dropped == {"below_min_rating": 2}
+
+
+def test_rating_threshold_applies_before_duplicates_collapse():
+    from rankdistill.data.filters import to_implicit
+
+    # (1, 1) rated 2 then 5: the low rating is dropped by the threshold, the high one is kept, no duplicate
+    frame = pd.DataFrame({"user": [1, 1, 1], "item": [1, 1, 2], "timestamp": [1, 2, 3], "rating": [2.0, 5.0, 5.0]})
+    kept, dropped = to_implicit(frame, min_rating=4)
+    assert kept["timestamp"].tolist() == [2, 3] and dropped == {"below_min_rating": 1}
+
+
+def test_k_core_is_iterated_until_stable_and_counted():
+    from rankdistill.data.filters import k_core
+
+    # pass 1: u4 (1 interaction), items c and d (1 each) go; pass 2: u3 is left with one interaction and goes
+    frame = pd.DataFrame([("u1", "a"), ("u1", "b"), ("u2", "a"), ("u2", "b"), ("u3", "a"), ("u3", "c"),
+                          ("u4", "d")], columns=["user", "item"])
+    kept, dropped = k_core(frame, min_user=2, min_item=2)
+    assert kept.values.tolist() == [["u1", "a"], ["u1", "b"], ["u2", "a"], ["u2", "b"]]
+    assert dropped == {"users_removed_by_k_core": 2, "items_removed_by_k_core": 2,
+                       "interactions_removed_by_k_core": 3}
+
+
+def test_filter_counts_reach_the_interactions(tmp_path):
+    from rankdistill.data.load import load_interactions
+
+    path = tmp_path / "r.csv"
+    rows = ["user,item,rating,timestamp"] + [f"{u},{i},5,{u * 10 + i}" for u in range(4) for i in range(3)]
+    rows += ["0,0,5,99", "3,9,1,100", "9,9,5,101"]  # a duplicate, a low rating, a user with one interaction
+    path.write_text("\n".join(rows) + "\n")
+    data = load_interactions(path, min_rating=4, min_user_interactions=2)
+    assert data.dropped == {"below_min_rating": 1, "duplicates": 1, "users_removed_by_k_core": 1,
+                            "items_removed_by_k_core": 1, "interactions_removed_by_k_core": 1}
+    assert len(data) == 12 and data.n_users == 4
+    assert data.source["min_rating"] == 4 and data.source["path"] == str(path)

@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from rankdistill.data.io import write_table
 from rankdistill.data.synthetic import SyntheticConfig, make_synthetic
 from rankdistill.errors import RankdistillError
 
+SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
+
 
 def synth(args: argparse.Namespace) -> int:
-    cfg = SyntheticConfig(users=args.users, items=args.items, interactions=args.interactions, seed=args.seed)
     out = Path(args.out)
+    if out.suffix.lower() not in SUFFIXES:  # before minutes of generation, not after
+        raise RankdistillError(f"--out must end in .parquet or .csv (or .pq, .tsv), got {out}")
+    cfg = SyntheticConfig(users=args.users, items=args.items, interactions=args.interactions, seed=args.seed)
     frame = make_synthetic(cfg)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".csv":
-        frame.to_csv(out, index=False)
-    elif out.suffix in (".parquet", ".pq"):
-        frame.to_parquet(out, engine="fastparquet", index=False)
-    else:
-        raise RankdistillError(f"--out must end in .parquet or .csv, got {out}")
-    print(f"wrote {len(frame):,} interactions to {out}")
+    write_table(frame, out)
+    print(f"wrote {len(frame):,} interactions ({cfg.users:,} users, {cfg.items:,} items) to {out}")
     return 0

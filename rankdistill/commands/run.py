@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 from rankdistill.config import DistillConfig, ModelConfig, TrainConfig
-from rankdistill.data.io import Columns
-from rankdistill.data.load import load_interactions
+from rankdistill.data.load import DataSpec
 from rankdistill.errors import RankdistillError
 from rankdistill.pipeline import RunConfig, run
 from rankdistill.report import build_report, table, write_report
@@ -50,11 +49,11 @@ def main(args: argparse.Namespace) -> int:
         train=train_config(args),
         distill=DistillConfig(kd=args.kd, temperature=args.temperature, topk=args.kd_topk,
                               topk_samples=args.kd_samples),
-        split=args.split, seed=args.seed, quiet=args.quiet, sizes=parse_sizes(args.sizes),
+        split=args.split, split_ratio=args.split_ratio, split_time=args.split_time,
+        seed=args.seed, quiet=args.quiet, sizes=parse_sizes(args.sizes),
     )
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    columns = Columns(args.user_col, args.item_col, args.timestamp_col)
-    data = load_interactions(args.data, args.format, columns)
+    data = DataSpec.from_args(args).load()
     result = run(data, config, out)
     report = build_report(result, config)
     json_path, md_path = write_report(report, out)

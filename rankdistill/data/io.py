@@ -1,11 +1,17 @@
 """Readers for interaction logs: CSV/TSV, parquet, MovieLens (u.data, ratings.dat, ratings.csv) and the
 LightGCN/NGCF folder format. Every reader returns a DataFrame with columns user, item and, when the source
-has them, timestamp (int64 seconds), rating (float) and is_test (bool); every problem a user can fix raises
-:class:`RankdistillError` naming the file and what to do.
+has them, timestamp (int64 seconds), rating (float64) and is_test (bool); every problem a user can fix raises
+:class:`RankdistillError` naming the file, the bad value and what to do.
+
+IDs: a column of integers, or of text that is all plain integers (``42``, not ``042`` or ``4.2``), becomes
+int64; any other column becomes strings, so ``007`` and ``7`` stay two different users. The same rule reads
+the user lists given to ``rankdistill recommend``, so a file's IDs always meet the vocabulary in one type.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,16 +21,27 @@ import pandas as pd
 from rankdistill.errors import RankdistillError
 
 FORMATS = ("csv", "tsv", "parquet", "movielens", "lightgcn")
+MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
+_PLAIN_INT = re.compile(r"^-?(0|[1-9][0-9]{0,17})$")  # fits int64 and prints back the same
 
 
 @dataclass(frozen=True)
 class Columns:
-    """Names of the columns to read as user, item, timestamp and rating (timestamp and rating optional)."""
+    """Names of the columns to read as user, item, timestamp and rating.
+
+    user and item must exist. timestamp and rating are optional under their default names and required when
+    named otherwise (``--timestamp-col ts`` on a file without ``ts`` is a mistake); an empty name ignores
+    the column even when the file has it.
+    """
 
     user: str = "user"
     item: str = "item"
     timestamp: str = "timestamp"
     rating: str = "rating"
+
+    def required(self) -> list[str]:
+        optional = [c for c, default in ((self.timestamp, "timestamp"), (self.rating, "rating")) if c != default and c]
+        return [self.user, self.item, *optional]
 
 
 def detect_format(path: Path) -> str:
@@ -32,7 +49,7 @@ def detect_format(path: Path) -> str:
     if path.is_dir():
         if (path / "train.txt").exists():
             return "lightgcn"
-        if any((path / n).exists() for n in ("u.data", "ratings.dat", "ratings.csv")):
+        if any((path / n).exists() for n in MOVIELENS_FILES):
             return "movielens"
         raise RankdistillError(
             f"cannot tell the format of folder {path}: expected train.txt/test.txt (LightGCN) or "
@@ -41,8 +58,8 @@ def detect_format(path: Path) -> str:
     name = path.name.lower()
     if name in ("u.data", "ratings.dat") or (name == "ratings.csv" and _looks_like_movielens_csv(path)):
         return "movielens"
-    for suffix, fmt in ((".parquet", "parquet"), (".pq", "parquet"), (".tsv", "tsv"), (".csv", "csv"),
-                        (".csv.gz", "csv"), (".txt", "tsv")):
+    for suffix, fmt in ((".parquet", "parquet"), (".pq", "parquet"), (".tsv", "tsv"), (".tsv.gz", "tsv"),
+                        (".csv", "csv"), (".csv.gz", "csv"), (".txt", "tsv")):
         if name.endswith(suffix):
             return fmt
     raise RankdistillError(f"cannot tell the format of {path} from its name; pass --format, one of {', '.join(FORMATS)}")
@@ -67,22 +84,32 @@ def read_interactions(path: str | Path, format: str | None = None, columns: Colu
         return read_movielens(path)
     if path.is_dir():
         raise RankdistillError(f"{path} is a folder; format {fmt} needs a file")
+    _check_not_empty(path)
     if fmt == "parquet":
         frame = _read_parquet(path)
     else:
-        frame = _read_csv(path, sep="\t" if fmt == "tsv" else ",")
+        id_cols = (columns.user, columns.item)
+        frame = _read_csv(path, sep="\t" if fmt == "tsv" else ",", id_cols=id_cols)
     return standardise(frame, columns, source=str(path))
 
 
-def _read_csv(path: Path, sep: str) -> pd.DataFrame:
+def _check_not_empty(path: Path) -> None:
+    if path.stat().st_size == 0:
+        raise RankdistillError(f"{path} is empty (0 bytes)")
+
+
+def _read_csv(path: Path, sep: str, id_cols: tuple[str, ...]) -> pd.DataFrame:
+    """IDs as text (see the module docstring); only empty cells count as missing, so an ID ``NA`` is an ID."""
     try:
-        frame = pd.read_csv(path, sep=sep, dtype_backend="numpy_nullable")
+        frame = pd.read_csv(path, sep=sep, dtype={c: str for c in id_cols}, keep_default_na=False, na_values=[""],
+                            encoding="utf-8-sig")  # a byte-order mark would otherwise stick to the first name
     except pd.errors.EmptyDataError:
         raise RankdistillError(f"{path} is empty") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise RankdistillError(f"cannot parse {path} as {'TSV' if sep == chr(9) else 'CSV'}: {e}") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError) as e:
+        kind = "TSV" if sep == "\t" else "CSV"
+        raise RankdistillError(f"cannot parse {path} as {kind}: {str(e).strip()}") from None
     if len(frame.columns) == 1 and sep == "," and "\t" in str(frame.columns[0]):
-        return _read_csv(path, sep="\t")  # a tab-separated file named .csv
+        return _read_csv(path, "\t", id_cols)  # a tab-separated file named .csv
     return frame
 
 
@@ -90,87 +117,156 @@ def _read_parquet(path: Path) -> pd.DataFrame:
     try:
         return pd.read_parquet(path, engine="fastparquet")
     except Exception as e:  # fastparquet raises many types for damaged files
-        raise RankdistillError(f"cannot read parquet file {path} (unreadable or truncated?): {type(e).__name__}: {e}") from None
+        raise RankdistillError(
+            f"cannot read parquet file {path} (unreadable or truncated?): {type(e).__name__}: {e}; "
+            "write it again or check the copy"
+        ) from None
 
 
 def standardise(frame: pd.DataFrame, columns: Columns = Columns(), source: str = "table") -> pd.DataFrame:
-    """Rename and validate the columns of ``frame``; returns user, item, [timestamp], [rating]."""
-    if len(frame) == 0:
-        raise RankdistillError(f"{source} has no rows")
-    missing = [c for c in (columns.user, columns.item) if c not in frame.columns]
+    """Rename and validate the columns of ``frame``; returns user, item, [timestamp], [rating] (and is_test
+    when ``frame`` has it), in the row order of ``frame``, with a fresh 0..N-1 index."""
+    missing = [c for c in columns.required() if c not in frame.columns]
     if missing:
         raise RankdistillError(
             f"{source} has no column {', '.join(map(repr, missing))}; its columns are "
-            f"{', '.join(map(repr, map(str, frame.columns)))} (choose them with --user-col/--item-col)"
+            f"{', '.join(map(repr, map(str, frame.columns))) or 'none'} "
+            "(name them with --user-col/--item-col/--timestamp-col/--rating-col)"
         )
-    out = pd.DataFrame({"user": _ids(frame[columns.user], "user", source), "item": _ids(frame[columns.item], "item", source)})
-    if columns.timestamp in frame.columns:
+    if len(frame) == 0:
+        raise RankdistillError(f"{source} has no rows")
+    frame = frame.reset_index(drop=True)
+    out = pd.DataFrame({"user": normalise_ids(frame[columns.user], "user", source),
+                        "item": normalise_ids(frame[columns.item], "item", source)})
+    if columns.timestamp and columns.timestamp in frame.columns:
         out["timestamp"] = parse_timestamps(frame[columns.timestamp], source)
-    if columns.rating in frame.columns:
-        out["rating"] = _ratings(frame[columns.rating], source)
+    if columns.rating and columns.rating in frame.columns:
+        out["rating"] = parse_ratings(frame[columns.rating], source)
+    if "is_test" in frame.columns:
+        out["is_test"] = frame["is_test"].to_numpy(bool)
     return out
 
 
-def _ids(col: pd.Series, what: str, source: str) -> pd.Series:
-    bad = col.isna() | (col.astype(str).str.strip() == "")
+def normalise_ids(col: pd.Series, what: str, source: str) -> pd.Series:
+    """int64 when the column holds integers (or text that is all plain integers), else str; NaN or empty
+    IDs are an error naming the first bad row."""
+    as_text = col.astype(str) if not pd.api.types.is_numeric_dtype(col) else None
+    bad = col.isna()
+    if as_text is not None:
+        bad = bad | (as_text.str.strip() == "")
     if bad.any():
         rows = np.flatnonzero(bad.to_numpy())
         raise RankdistillError(
             f"{source}: {int(bad.sum())} rows have an empty or missing {what} ID (first at data row {rows[0] + 1}); "
             "remove or fill them"
         )
-    if pd.api.types.is_float_dtype(col) and (col % 1 == 0).all():
-        return col.astype(np.int64)
+    if pd.api.types.is_bool_dtype(col):
+        return col.astype(str)
     if pd.api.types.is_integer_dtype(col):
         return col.astype(np.int64)
-    return col.astype(str)
+    if pd.api.types.is_float_dtype(col):
+        values = col.to_numpy(np.float64)
+        if np.all(values % 1 == 0) and np.all(np.abs(values) < 2**53):
+            return pd.Series(values.astype(np.int64), index=col.index)
+        return col.astype(str)
+    if as_text.str.fullmatch(_PLAIN_INT).all():
+        return as_text.astype(np.int64)
+    return as_text.astype(object)
 
 
 def parse_timestamps(col: pd.Series, source: str) -> pd.Series:
-    """int64 seconds since the epoch from numbers (taken as seconds) or date strings."""
+    """int64 seconds since the epoch from numbers (taken as seconds as they are), datetimes or date strings
+    (UTC unless they carry a zone)."""
     if col.isna().any():
-        raise RankdistillError(f"{source}: {int(col.isna().sum())} rows have no timestamp; fill them or drop the column")
-    if pd.api.types.is_numeric_dtype(col):
-        return col.astype(np.int64)
-    try:
-        parsed = pd.to_datetime(col.astype(str), utc=True, format="mixed")
-    except (ValueError, TypeError) as e:
-        raise RankdistillError(f"{source}: timestamps do not parse as numbers or dates ({e})") from None
-    return pd.Series(parsed.astype("datetime64[s, UTC]").astype(np.int64), index=col.index)
+        raise RankdistillError(
+            f"{source}: {int(col.isna().sum())} rows have no timestamp (first at data row "
+            f"{int(np.flatnonzero(col.isna().to_numpy())[0]) + 1}); fill them, or pass --timestamp-col '' to "
+            "ignore timestamps and use --split ratio"
+        )
+    if pd.api.types.is_datetime64_any_dtype(col):
+        parsed = pd.to_datetime(col, utc=True)
+    elif pd.api.types.is_bool_dtype(col):
+        raise RankdistillError(f"{source}: the timestamp column holds true/false values, not times")
+    elif pd.api.types.is_integer_dtype(col):
+        return col.astype(np.int64)  # exact, even for micro- or nanosecond counts
+    elif pd.api.types.is_numeric_dtype(col):
+        values = col.to_numpy(np.float64)
+        if not np.isfinite(values).all():
+            raise RankdistillError(f"{source}: timestamps must be finite numbers (seconds) or dates")
+        return pd.Series(values.astype(np.int64), index=col.index)
+    else:
+        text = col.astype(str).str.strip()
+        numeric = pd.to_numeric(text, errors="coerce")
+        if numeric.notna().all():  # numbers stored as text
+            return parse_timestamps(numeric, source)
+        try:
+            parsed = pd.to_datetime(text, utc=True, format="ISO8601")
+        except (ValueError, TypeError, OverflowError):
+            parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
+        bad = parsed.isna()
+        if bad.any():
+            first = int(np.flatnonzero(bad.to_numpy())[0])
+            raise RankdistillError(
+                f"{source}: {int(bad.sum())} timestamps do not parse as numbers or dates (first {text.iloc[first]!r} "
+                f"at data row {first + 1}); write seconds since 1970 or ISO dates like 2024-01-31T12:00:00"
+            )
+    return pd.Series(parsed.astype("datetime64[s, UTC]").astype(np.int64).to_numpy(), index=col.index)
 
 
-def _ratings(col: pd.Series, source: str) -> pd.Series:
-    numeric = pd.to_numeric(col, errors="coerce")
-    bad = numeric.isna() & col.notna()
+def parse_ratings(col: pd.Series, source: str) -> pd.Series:
+    """float64 ratings; missing or non-numeric values are an error naming the first one."""
+    numeric = pd.to_numeric(col, errors="coerce") if not pd.api.types.is_bool_dtype(col) else col.astype(float)
+    missing = col.isna()
+    if missing.any():
+        raise RankdistillError(
+            f"{source}: {int(missing.sum())} rows have no rating (first at data row "
+            f"{int(np.flatnonzero(missing.to_numpy())[0]) + 1}); fill them, or pass --rating-col '' to ignore ratings"
+        )
+    bad = numeric.isna() | ~np.isfinite(numeric.to_numpy(np.float64, na_value=np.nan))
     if bad.any():
-        example = col[bad].iloc[0]
-        raise RankdistillError(f"{source}: {int(bad.sum())} ratings are not numbers (for example {example!r})")
-    return numeric.astype(float)
+        first = int(np.flatnonzero(bad.to_numpy())[0])
+        raise RankdistillError(
+            f"{source}: {int(bad.sum())} ratings are not numbers (first {col.iloc[first]!r} at data row {first + 1}); "
+            "fix them, or pass --rating-col '' to ignore ratings"
+        )
+    return numeric.astype(np.float64)
 
 
 def read_movielens(path: Path) -> pd.DataFrame:
-    """MovieLens 100K ``u.data`` (tab), 1M/10M ``ratings.dat`` (``::``) or 20M+ ``ratings.csv``."""
+    """MovieLens 100K ``u.data`` (tab), 1M/10M ``ratings.dat`` (``::``) or 20M+ ``ratings.csv`` (header
+    ``userId,movieId,rating,timestamp``). A folder is searched for those names in that order."""
     if path.is_dir():
-        path = next(path / n for n in ("u.data", "ratings.dat", "ratings.csv") if (path / n).exists())
+        found = [path / n for n in MOVIELENS_FILES if (path / n).exists()]
+        if not found:
+            raise RankdistillError(f"{path} has none of {', '.join(MOVIELENS_FILES)} (MovieLens ratings)")
+        path = found[0]
+    _check_not_empty(path)
     names = ["user", "item", "rating", "timestamp"]
     try:
         if path.name.endswith(".csv"):
             frame = pd.read_csv(path).rename(columns={"userId": "user", "movieId": "item"})
         elif path.name.endswith(".dat"):
-            frame = pd.read_csv(path, sep="::", engine="python", names=names, header=None)
+            # '::' read as ':' by the fast C parser: the fields are at 0, 2, 4, 6 and the empty ones between.
+            frame = pd.read_csv(path, sep=":", header=None, usecols=[0, 2, 4, 6])
+            if frame.shape[1] != 4:
+                raise ValueError("expected user::item::rating::timestamp")
+            frame.columns = names
         else:
             frame = pd.read_csv(path, sep="\t", names=names, header=None)
     except pd.errors.EmptyDataError:
         raise RankdistillError(f"{path} is empty") from None
-    except (pd.errors.ParserError, ValueError) as e:
-        raise RankdistillError(f"cannot parse {path} as MovieLens ratings: {e}") from None
+    except (pd.errors.ParserError, ValueError, UnicodeDecodeError) as e:
+        raise RankdistillError(
+            f"cannot parse {path} as MovieLens ratings (user, item, rating, timestamp): {str(e).strip()}"
+        ) from None
     return standardise(frame, Columns(), source=str(path))
 
 
 def read_lightgcn(path: Path) -> pd.DataFrame:
     """A LightGCN/NGCF folder: ``train.txt`` and ``test.txt``, one line per user ``user item item ...``.
 
-    The given test split is kept (column is_test); there are no timestamps.
+    The given test split is kept (column is_test); there are no timestamps. A line with a user and no items
+    is a user without interactions in that file.
     """
     if not path.is_dir():
         raise RankdistillError(f"the LightGCN format is a folder with train.txt and test.txt; {path} is a file")
@@ -180,26 +276,81 @@ def read_lightgcn(path: Path) -> pd.DataFrame:
         if not file.exists():
             raise RankdistillError(f"{path} has no {name} (the LightGCN format needs train.txt and test.txt)")
         users, items = _read_adjacency(file)
+        if len(users) == 0:
+            raise RankdistillError(f"{file} has no interactions (expected lines 'user item item ...')")
         parts.append(pd.DataFrame({"user": users, "item": items, "is_test": is_test}))
-    frame = pd.concat(parts, ignore_index=True)
-    if not (~frame["is_test"]).any():
-        raise RankdistillError(f"{path}/train.txt has no interactions")
-    return frame
+    return pd.concat(parts, ignore_index=True)
 
 
 def _read_adjacency(file: Path) -> tuple[np.ndarray, np.ndarray]:
     users, items = [], []
-    with open(file) as f:
+    with open(file, encoding="utf-8", errors="replace") as f:
         for lineno, line in enumerate(f, 1):
             fields = line.split()
             if len(fields) < 2:
-                continue  # a user without items in this split
+                continue  # a user without items in this file (or a blank line)
             try:
                 ids = np.array(fields, dtype=np.int64)
-            except ValueError:
-                raise RankdistillError(f"{file}:{lineno}: expected integers 'user item item ...'") from None
+            except (ValueError, OverflowError):
+                raise RankdistillError(
+                    f"{file}:{lineno}: expected integers 'user item item ...', got {line.strip()[:60]!r}"
+                ) from None
             users.append(np.full(len(ids) - 1, ids[0]))
             items.append(ids[1:])
     if not users:
         return np.empty(0, np.int64), np.empty(0, np.int64)
     return np.concatenate(users), np.concatenate(items)
+
+
+def read_id_list(path: str | Path, column: str = "user") -> pd.Series:
+    """IDs from a file, normalised like the data's (plain integers -> int64, else strings), in file order.
+
+    ``.parquet``/``.csv``/``.tsv``: the column ``column``, or the only column there is; a CSV/TSV whose only
+    header is itself a plain integer has no header. Any other name (``.txt``): one ID per line, no header.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise RankdistillError(f"user list {path} does not exist")
+    if path.is_dir():
+        raise RankdistillError(f"user list {path} is a folder; pass a file")
+    _check_not_empty(path)
+    name = path.name.lower()
+    if name.endswith((".parquet", ".pq")):
+        frame = _read_parquet(path)
+    elif name.endswith((".csv", ".tsv", ".csv.gz", ".tsv.gz")):
+        sep = "\t" if ".tsv" in name else ","
+        frame = _read_csv(path, sep, (column,))
+        if column not in frame.columns and len(frame.columns) == 1 and _PLAIN_INT.match(str(frame.columns[0])):
+            frame = pd.read_csv(path, sep=sep, header=None, names=[column], dtype=str, keep_default_na=False,
+                                na_values=[""])
+    else:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = [line.strip() for line in f]
+        while lines and lines[-1] == "":
+            lines.pop()
+        frame = pd.DataFrame({column: pd.Series(lines, dtype=object).replace("", np.nan)})
+    if column not in frame.columns:
+        if len(frame.columns) != 1:
+            raise RankdistillError(
+                f"user list {path} has no column {column!r}; its columns are "
+                f"{', '.join(map(repr, map(str, frame.columns)))} (name it with --user-col)"
+            )
+        frame = frame.rename(columns={frame.columns[0]: column})
+    if len(frame) == 0:
+        raise RankdistillError(f"user list {path} has no rows")
+    return normalise_ids(frame[column].reset_index(drop=True), "user", f"user list {path}")
+
+
+def write_table(frame: pd.DataFrame, out: Path) -> None:
+    """parquet (.parquet/.pq) or CSV/TSV by extension, written to a temporary name and renamed."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    suffix = out.suffix.lower()
+    try:
+        if suffix in (".parquet", ".pq"):
+            frame.to_parquet(tmp, engine="fastparquet", index=False)
+        else:
+            frame.to_csv(tmp, sep="\t" if suffix == ".tsv" else ",", index=False)
+        tmp.replace(out)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -16,6 +16,10 @@ class IdVocab:
 
     def __init__(self, ids: pd.Index | np.ndarray | list) -> None:
         index = pd.Index(ids)
+        if pd.api.types.is_integer_dtype(index):
+            index = index.astype(np.int64)
+        elif len(index):
+            index = pd.Index(index.astype(str).to_numpy(object), dtype=object)
         if not index.is_unique:
             raise ValueError("IdVocab ids must be unique")
         self._index = index
@@ -36,13 +40,38 @@ class IdVocab:
     def ids(self) -> pd.Index:
         return self._index
 
+    @property
+    def integer_ids(self) -> bool:
+        return pd.api.types.is_integer_dtype(self._index)
+
     def encode(self, raw: pd.Series | np.ndarray | list) -> np.ndarray:
-        """Row indices [N] of ``raw``; -1 where an ID is not in the vocabulary."""
-        return self._index.get_indexer(pd.Index(raw)).astype(np.int64)
+        """Row indices [N] of ``raw``; -1 where an ID is not in the vocabulary. IDs of the other type are
+        matched by their text: ``"42"`` finds 42 in an integer vocabulary, 42 finds ``"42"`` in a string one."""
+        query = pd.Index(raw)
+        if len(query) and self.integer_ids and not pd.api.types.is_integer_dtype(query):
+            text = pd.Series(query.astype(str))
+            plain = text.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})").to_numpy(bool)
+            codes = np.full(len(query), -1, np.int64)
+            if plain.any():
+                codes[plain] = self._index.get_indexer(pd.Index(text[plain].astype(np.int64))).astype(np.int64)
+            return codes
+        if len(query) and not self.integer_ids:
+            query = pd.Index(query.astype(str).to_numpy(object), dtype=object)
+        return self._index.get_indexer(query).astype(np.int64)
 
     def decode(self, rows: np.ndarray) -> np.ndarray:
         """Raw IDs of the row indices ``rows`` [N]."""
         return self._index.to_numpy()[np.asarray(rows, dtype=np.int64)]
+
+    def describe_difference(self, other: "IdVocab") -> str:
+        """Why two vocabularies differ, in words (sizes, else the first position where the IDs differ)."""
+        if len(self) != len(other):
+            return f"{len(self):,} vs {len(other):,} IDs"
+        a, b = self._index.to_numpy(), other._index.to_numpy()
+        if self.integer_ids != other.integer_ids:
+            return "integer IDs vs string IDs"
+        diff = np.flatnonzero(a != b)
+        return f"same size {len(self):,} but ID {diff[0]} is {a[diff[0]]!r} vs {b[diff[0]]!r}" if len(diff) else "equal"
 
     def save(self, path: str | Path) -> None:
         pd.DataFrame({"id": self._index.to_numpy()}).to_parquet(path, engine="fastparquet", index=False)

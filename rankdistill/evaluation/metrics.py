@@ -3,15 +3,30 @@ r"""Ranking metrics as pure functions of a top-K gain matrix.
 Inputs shared by every metric:
 
 - ``gains`` [U, K] float: relevance of the item ranked at position r (0-based) for user u, 0 when the item
-  is not relevant. Binary relevance is gains in {0, 1}.
-- ``n_relevant`` [U] int: how many items are relevant for the user (in total, not just in the top K).
-- ``ideal`` [U, K] float (NDCG only): the user's relevances sorted descending, padded with 0 — the gains of
-  the ideal ranking. For binary relevance, ``ideal[u, r] = 1 if r < n_relevant[u]``.
+  is not relevant or the position holds no candidate. Binary relevance is gains in {0, 1}. An item counts as
+  a hit when its gain is > 0.
+- ``n_relevant`` [U] int: how many items are relevant (relevance > 0) for the user in total, not just in
+  the top K.
+- ``ideal`` [U, >= k] float (NDCG only): the user's relevances sorted descending, padded with 0 — the gains
+  of the ideal ranking. None means binary: ``ideal[u, r] = 1 if r < n_relevant[u]``.
 
-Each function returns per-user values [U] for cut-off ``k`` (k <= K); users with no relevant item get NaN
-and are left out of means (:func:`mean_over_users`). Conventions follow trec_eval and ranx:
-NDCG uses gain = relevance and log2(rank + 1) discounts, ideal DCG over all relevant items truncated at k;
-Recall@k = hits / relevant; Precision@k = hits / k; MAP@k divides by the number relevant.
+Each function returns per-user values [U] for cut-off ``k``. When the list is shorter than k (fewer
+candidates than k, or k larger than the catalogue) the missing positions count as misses. Users with no
+relevant item get NaN and are left out of means (:func:`mean_over_users`). Conventions follow trec_eval and
+ranx (and the LightGCN evaluation code for recall):
+
+.. math::
+    \mathrm{DCG@k} = \sum_{r=1}^{k} \frac{g_r}{\log_2(r + 1)}, \quad
+    \mathrm{NDCG@k} = \frac{\mathrm{DCG@k}}{\mathrm{IDCG@k}} \quad \text{(gain = relevance; IDCG over all
+    the user's relevant items, truncated at k)}
+
+    \mathrm{Recall@k} = \frac{\mathrm{hits@k}}{|R|}, \quad \mathrm{Precision@k} = \frac{\mathrm{hits@k}}{k},
+    \quad \mathrm{HitRate@k} = [\mathrm{hits@k} > 0], \quad \mathrm{MRR@k} = \frac{1}{r_1} \text{ (0 if none)},
+    \quad \mathrm{AP@k} = \frac{1}{|R|} \sum_{r=1}^{k} [g_r > 0]\, \mathrm{Precision@r}
+
+References: Järvelin & Kekäläinen, "Cumulated gain-based evaluation of IR techniques", TOIS 2002 (NDCG);
+trec_eval (``ndcg_cut``, ``recall``, ``P``, ``recip_rank``, ``map_cut``); Bassani, "ranx", ECIR 2022.
+Every metric here is better when higher (:data:`HIGHER_IS_BETTER`).
 """
 
 from __future__ import annotations
@@ -19,9 +34,11 @@ from __future__ import annotations
 import torch
 
 HIGHER_IS_BETTER = {"ndcg": True, "recall": True, "precision": True, "hit": True, "mrr": True, "map": True}
+DEFAULT_METRICS = ("ndcg", "recall", "precision", "hit", "mrr", "map")
 
 
 def _discounts(k: int, like: torch.Tensor) -> torch.Tensor:
+    """[k]: 1 / log2(r + 1) for ranks r = 1..k."""
     return 1.0 / torch.log2(torch.arange(2, k + 2, dtype=like.dtype, device=like.device))
 
 
@@ -29,25 +46,27 @@ def _valid(values: torch.Tensor, n_relevant: torch.Tensor) -> torch.Tensor:
     return values.masked_fill(n_relevant <= 0, float("nan"))
 
 
-def binary_ideal(n_relevant: torch.Tensor, k: int) -> torch.Tensor:
-    """Ideal gains [U, k] for binary relevance: 1 for the first n_relevant positions."""
-    return (torch.arange(k, device=n_relevant.device)[None, :] < n_relevant[:, None]).float()
+def binary_ideal(n_relevant: torch.Tensor, k: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """Ideal gains [U, k] for binary relevance: 1 for the first n_relevant [U] positions."""
+    return (torch.arange(k, device=n_relevant.device)[None, :] < n_relevant[:, None]).to(dtype)
 
 
 def dcg(gains: torch.Tensor, k: int) -> torch.Tensor:
-    r"""DCG@k = \sum_{r=1}^{k} g_r / \log_2(r + 1).  gains [U, K] -> [U]."""
-    return (gains[:, :k] * _discounts(min(k, gains.shape[1]), gains)).sum(1)
+    r"""DCG@k = \sum_{r=1}^{k} g_r / \log_2(r + 1).  gains [U, K] -> [U]; positions beyond K count 0."""
+    g = gains[:, :k]
+    return (g * _discounts(g.shape[1], gains)).sum(1)
 
 
 def ndcg(gains: torch.Tensor, n_relevant: torch.Tensor, k: int, ideal: torch.Tensor | None = None) -> torch.Tensor:
-    r"""NDCG@k = DCG@k / IDCG@k (Järvelin & Kekäläinen, TOIS 2002).  -> [U]"""
+    r"""NDCG@k = DCG@k / IDCG@k (Järvelin & Kekäläinen, TOIS 2002).  gains [U, K], n_relevant [U],
+    ideal [U, >=k] or None (binary) -> [U]"""
     if ideal is None:
-        ideal = binary_ideal(n_relevant, k)
-    idcg = dcg(ideal, k)
-    return _valid(dcg(gains, k) / idcg.clamp_min(1e-12), n_relevant)
+        ideal = binary_ideal(n_relevant, k, gains.dtype)
+    return _valid(dcg(gains, k) / dcg(ideal, k).clamp_min(1e-12), n_relevant)
 
 
 def _hits(gains: torch.Tensor, k: int) -> torch.Tensor:
+    """[U, min(k, K)]: 1 where the ranked item is relevant."""
     return (gains[:, :k] > 0).to(gains.dtype)
 
 
@@ -62,7 +81,7 @@ def precision(gains: torch.Tensor, n_relevant: torch.Tensor, k: int) -> torch.Te
 
 
 def hit_rate(gains: torch.Tensor, n_relevant: torch.Tensor, k: int) -> torch.Tensor:
-    r"""HitRate@k = 1 if any relevant item is in the top k.  -> [U]"""
+    r"""HitRate@k = 1 if any relevant item is in the top k, else 0.  -> [U]"""
     return _valid((_hits(gains, k).sum(1) > 0).to(gains.dtype), n_relevant)
 
 
@@ -70,33 +89,37 @@ def mrr(gains: torch.Tensor, n_relevant: torch.Tensor, k: int) -> torch.Tensor:
     r"""MRR@k = 1 / rank of the first relevant item in the top k, 0 if none.  -> [U]"""
     hits = _hits(gains, k)
     ranks = torch.arange(1, hits.shape[1] + 1, dtype=gains.dtype, device=gains.device)
-    return _valid((hits / ranks).amax(1) if hits.shape[1] else hits.sum(1), n_relevant)
+    first = (hits / ranks).amax(1) if hits.shape[1] else hits.sum(1)  # the first hit has the largest 1/rank
+    return _valid(first, n_relevant)
 
 
 def average_precision(gains: torch.Tensor, n_relevant: torch.Tensor, k: int) -> torch.Tensor:
-    r"""AP@k = \frac{1}{|relevant|} \sum_{r=1}^{k} rel_r \cdot Precision@r.  -> [U]"""
+    r"""AP@k = \frac{1}{|relevant|} \sum_{r=1}^{k} [g_r > 0] \cdot Precision@r (trec_eval's map_cut).  -> [U]"""
     hits = _hits(gains, k)
     ranks = torch.arange(1, hits.shape[1] + 1, dtype=gains.dtype, device=gains.device)
     prec_at_r = hits.cumsum(1) / ranks
     return _valid((hits * prec_at_r).sum(1) / n_relevant.clamp_min(1), n_relevant)
 
 
-METRICS = {"ndcg": ndcg, "recall": recall, "precision": precision, "hit": hit_rate, "mrr": mrr, "map": average_precision}
+METRICS = {"ndcg": ndcg, "recall": recall, "precision": precision, "hit": hit_rate, "mrr": mrr,
+           "map": average_precision}
 
 
 def compute_metrics(
     gains: torch.Tensor,
     n_relevant: torch.Tensor,
     ks: tuple[int, ...],
-    names: tuple[str, ...] = tuple(METRICS),
+    names: tuple[str, ...] = DEFAULT_METRICS,
     ideal: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-user values [U] of every ``name@k``; ``ideal`` [U, >=max(ks)] for graded NDCG."""
+    """Per-user values [U] of every ``name@k``, ordered by k then by ``names``.
+
+    gains [U, K]; n_relevant [U]; ideal [U, >= max(ks)] for graded NDCG (None: binary)."""
     out = {}
     for k in ks:
         for name in names:
             if name == "ndcg":
-                out[f"ndcg@{k}"] = ndcg(gains, n_relevant, k, None if ideal is None else ideal)
+                out[f"ndcg@{k}"] = ndcg(gains, n_relevant, k, ideal)
             else:
                 out[f"{name}@{k}"] = METRICS[name](gains, n_relevant, k)
     return out
@@ -106,3 +129,14 @@ def mean_over_users(per_user: torch.Tensor) -> float:
     """Mean over users with at least one relevant item (NaN entries are left out); 0.0 if there are none."""
     valid = ~torch.isnan(per_user)
     return float(per_user[valid].double().mean()) if valid.any() else 0.0
+
+
+def higher_is_better(name: str) -> bool:
+    """Direction of a metric named ``name`` or ``name@k`` (ranking and fidelity metrics)."""
+    base = name.partition("@")[0]
+    from rankdistill.evaluation.fidelity import FIDELITY_HIGHER_IS_BETTER
+
+    table = {**HIGHER_IS_BETTER, **FIDELITY_HIGHER_IS_BETTER}
+    if base not in table:
+        raise KeyError(f"unknown metric {name!r}")
+    return table[base]

@@ -1,4 +1,5 @@
-"""Listwise distillation: the student's distribution over a user's candidate list matches the teacher's.
+"""Listwise distillation: the student's distribution over (or order of) a user's candidate list matches the
+teacher's.
 
 Shapes: ``student``, ``teacher`` [B, L] scores of the same candidates; ``mask`` [B, L] bool, True where a
 candidate is real (None = all real). Rows with no real candidate contribute 0.
@@ -40,13 +41,33 @@ def listmle(
 
     ``teacher_order`` [B, L] int64: column indices into ``student`` in the teacher's order (best first);
     masked positions (``mask`` in that same order) take no part. Invariant to adding a constant per row.
+    The minimum (0) is approached as the student's margins along the order grow; it is not at student == teacher.
     """
-    s = student.gather(1, teacher_order)
-    if mask is not None:
-        s = mask_logits(s, mask)
-    # log sum_{r' >= r} exp(s_r'): reverse cumulative logsumexp
-    tail = torch.logcumsumexp(s.flip(1), dim=1).flip(1)
-    nll = tail - s
-    if mask is not None:
-        nll = nll * mask
+    return relaxed_ranking(student.gather(1, teacher_order), student[:, :0], mask, None)
+
+
+def relaxed_ranking(
+    interesting: torch.Tensor,
+    uninteresting: torch.Tensor,
+    interesting_mask: torch.Tensor | None = None,
+    uninteresting_mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    r"""Relaxed Ranking Distillation (RRD; Kang et al., "DE-RRD: A Knowledge Distillation Framework for
+    Recommender System", CIKM 2020): the Plackett–Luce likelihood that the interesting items come first, in
+    the teacher's order, above every uninteresting item, whose order among themselves is ignored:
+
+    .. math:: L = -\frac1B \sum_b \sum_{k=1}^{K} \Big( s_{bk} - \log\big( \sum_{k' \ge k} e^{s_{bk'}}
+              + \sum_{l=1}^{N} e^{u_{bl}} \big) \Big)
+
+    ``interesting`` [B, K] student scores of the items sampled from the teacher's top ranks, in the teacher's
+    order (best first); ``uninteresting`` [B, N] student scores of items from outside the teacher's top
+    ranks; masks of the same shapes, True where an item is real. With N = 0 this is ListMLE. Invariant to
+    adding a constant per row.
+    """
+    s = mask_logits(interesting, interesting_mask)
+    tail = torch.logcumsumexp(s.flip(1), dim=1).flip(1)  # [B, K] log Σ_{k' >= k} e^{s_k'}
+    below = torch.logsumexp(mask_logits(uninteresting, uninteresting_mask), dim=1, keepdim=True)  # [B, 1]
+    nll = torch.logaddexp(tail, below) - s
+    if interesting_mask is not None:
+        nll = nll * interesting_mask
     return nll.sum(1).mean()

@@ -1,7 +1,7 @@
 """Pointwise distillation: each (user, item) score of the student matches the teacher's, item by item.
 
 Shapes: ``student``, ``teacher`` [B, L] scores (logits) of the same candidates; ``mask`` [B, L] bool,
-True where a candidate is real (None = all real).
+True where a candidate is real and its teacher score known (None = all).
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ def score_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor |
     r"""Mean squared error between scores (logit matching, Ba & Caruana, NeurIPS 2014):
 
     .. math:: L = \frac{1}{|M|} \sum_{(b,l) \in M} (s_{bl} - t_{bl})^2
+
+    Zero when student == teacher. Not shift-invariant: the student learns the teacher's scale and offset.
     """
     return masked_mean((student - teacher).square(), mask)
 

@@ -1,45 +1,225 @@
 """Distillation losses by name, for ``--kd NAME[:WEIGHT][+NAME[:WEIGHT]...]``.
 
-Each entry adapts a pure loss function to the candidate list the distillation objective builds for a batch
-(:class:`KDBatch`): column 0 the observed item, then M items sampled from the teacher's top-K, then S
-uniform negatives shared by the batch. The total objective is ``supervised + Σ weight_i · kd_i``.
+Each entry of :data:`KD_LOSSES` is a small :class:`KDTerm` module that adapts one pure loss function to the
+candidate list the distillation objective builds for a batch (:class:`KDBatch`). Terms with learned weights
+(``hint``, ``de``) own them; the objective owns the terms. The total is ``supervised + Σ weight_i · kd_i``.
+
+``needs_teacher`` marks the terms that need the teacher's weights: they cannot run from the cached
+knowledge alone (the teacher's top-K items and scores).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import ClassVar
 
 import torch
+from torch import nn
 
 from rankdistill.errors import RankdistillError
-from rankdistill.losses.listwise import listmle, listwise_kl
+from rankdistill.losses.listwise import listmle, listwise_kl, relaxed_ranking
+from rankdistill.losses.pairwise import margin_mse, ranknet
 from rankdistill.losses.pointwise import score_mse, soft_label_bce
+from rankdistill.losses.representation import (
+    DistillationExperts,
+    HintProjection,
+    anneal,
+    experts_loss,
+    hint_loss,
+)
+from rankdistill.losses.topk import (
+    discrepancy_correction,
+    discrepancy_weights,
+    estimate_rank,
+    position_weights,
+    ranking_distillation,
+)
 
 
 @dataclass
 class KDBatch:
-    student: torch.Tensor  # [B, L] student scores of the candidate list
-    teacher: torch.Tensor  # [B, L] teacher scores of the same list (no gradient)
-    n_own: int  # leading columns owned by each row: 1 positive + M teacher top-K samples; the rest are negatives
-    topk_ranks: torch.Tensor  # int64 [B, M] teacher ranks (0 = best) of columns 1..M
-    temperature: float
+    """One batch's candidate list as every distillation term sees it. Columns of the [B, L] tensors:
+
+    ``[0]`` the observed item | ``topk``: the teacher's top-K items in the teacher's order (the first
+    ``n_fixed`` are its ranks 0..F-1, for ``rd``; then M ranks sampled ∝ exp(-rank/λ)) | ``dcd``: items
+    sampled for their rank discrepancy (``dcd`` only) | ``negatives``: S uniform items shared by the batch.
+    The first ``n_own`` columns are each row's own candidates. With the teacher online every column has a
+    teacher score; in cached mode (no teacher) only top-K items do, and ``teacher``/``known`` cover the own
+    columns alone.
+    """
+
+    student: torch.Tensor  # [B, L] student scores
+    teacher: torch.Tensor  # [B, T] teacher scores of the first T columns (T = L online, n_own cached), 0 if unknown
+    known: torch.Tensor  # bool [B, T] real candidate whose teacher score is known
+    valid: torch.Tensor  # bool [B, n_own] real own candidate (False: padding of a short top-K list, a failed
+    #                      sample); the shared negatives are all real
+    n_own: int
+    topk: slice
+    topk_ranks: torch.Tensor  # int64 [B, F + M] teacher ranks of the topk columns, ascending
+    n_fixed: int
+    dcd: slice
+    dcd_ranks: torch.Tensor  # int64 [B, D] teacher ranks of the dcd columns (>= k when outside the top-K)
+    negatives: slice
+    uninteresting: torch.Tensor | None  # bool [B, S] negatives that are neither the row's positive nor in its top-K
+    k: int  # the teacher's top-K length
+    n_items: int
+    epoch: int  # 1-based, from the objective's on_epoch_start
+    student_fwd: object  # rankdistill.models.base.Forward of the student
+    teacher_fwd: object | None  # ... of the teacher (None in cached mode)
+    generator: torch.Generator
+
+    def on_scored(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(student [B, T], teacher [B, T], known [B, T]): the columns that can carry teacher scores."""
+        return self.student[:, : self.teacher.shape[1]], self.teacher, self.known
 
 
-KDLoss = Callable[[KDBatch], torch.Tensor]
+class KDTerm(nn.Module):
+    """A distillation loss by name: ``forward(batch) -> scalar``; hyperparameters from DistillConfig."""
+
+    help: ClassVar[str] = ""
+    needs_teacher: ClassVar[bool] = False  # True: needs the teacher's weights, not only its cached top-K
+    needs_uninteresting: ClassVar[bool] = False  # True: the objective fills KDBatch.uninteresting
+
+    def __init__(self, config, teacher_dims: tuple[int, int] | None = None) -> None:
+        super().__init__()
+        self.config = config
 
 
-def _listmle_teacher_order(b: KDBatch) -> torch.Tensor:
-    return listmle(b.student, b.teacher.argsort(dim=1, descending=True))
+class ScoreMSE(KDTerm):
+    help = "pointwise score MSE (Ba & Caruana 2014)"
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        return score_mse(*b.on_scored())
 
 
-KD_LOSSES: dict[str, tuple[KDLoss, str]] = {
-    "mse": (lambda b: score_mse(b.student, b.teacher), "pointwise score MSE"),
-    "soft_bce": (lambda b: soft_label_bce(b.student, b.teacher, temperature=b.temperature),
-                 "pointwise soft-label BCE with temperature (Hinton et al. 2015)"),
-    "listkl": (lambda b: listwise_kl(b.student, b.teacher, temperature=b.temperature),
-               "listwise KL between softmaxes with temperature (ListNet-style)"),
-    "listmle": (_listmle_teacher_order, "Plackett-Luce likelihood of the teacher's order of the list (ListMLE)"),
+class SoftBCE(KDTerm):
+    help = "pointwise soft-label BCE with --temperature (Hinton et al. 2015)"
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        return soft_label_bce(*b.on_scored(), temperature=self.config.temperature)
+
+
+class MarginMSE(KDTerm):
+    help = "pairwise Margin-MSE over all pairs of the list (Hofstätter et al. 2020)"
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        return margin_mse(*b.on_scored())
+
+
+class RankNet(KDTerm):
+    help = "pairwise logistic (RankNet/BPR) loss on pairs ordered by the teacher, own candidates vs the list"
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        return ranknet(*b.on_scored(), n_anchor=b.n_own)
+
+
+class ListKL(KDTerm):
+    help = "listwise KL between teacher and student softmax with --temperature (ListNet-style)"
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        return listwise_kl(*b.on_scored(), temperature=self.config.temperature)
+
+
+class ListMLE(KDTerm):
+    help = "Plackett-Luce likelihood of the teacher's order of the list (ListMLE, Xia et al. 2008)"
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        s, t, known = b.on_scored()
+        order = t.masked_fill(~known, float("-inf")).argsort(dim=1, descending=True, stable=True)
+        return listmle(s, order, known.gather(1, order))
+
+
+class RRD(KDTerm):
+    help = "relaxed ranking distillation: teacher's top-K order above uninteresting negatives (Kang et al. 2020)"
+    needs_uninteresting = True
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        return relaxed_ranking(b.student[:, b.topk], b.student[:, b.negatives], b.valid[:, b.topk], b.uninteresting)
+
+
+class TopKRD(KDTerm):
+    help = ("ranking distillation: teacher's top --rd-k as weighted positives, position and (from epoch "
+            "rd_dynamic_from) rank-discrepancy weights (Tang & Wang 2018)")
+
+    def __init__(self, config, teacher_dims=None) -> None:
+        super().__init__(config, teacher_dims)
+        self.register_buffer("static", position_weights(config.rd_k, config.rd_lambda), persistent=False)
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        f = b.n_fixed
+        cols = slice(b.topk.start, b.topk.start + f)
+        s = b.student[:, cols]
+        weights = self.static[:f]
+        if b.epoch >= self.config.rd_dynamic_from:
+            student_ranks = estimate_rank(s, b.student[:, b.negatives], b.n_items)
+            weights = weights * discrepancy_weights(b.topk_ranks[:, :f], student_ranks, self.config.rd_mu)
+        return ranking_distillation(s, weights, b.valid[:, cols])
+
+
+class DCD(KDTerm):
+    help = ("rank-discrepancy correction: items the student ranks much lower or higher than the teacher, "
+            "relaxed listwise (Lee & Kim 2021, user side)")
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        return discrepancy_correction(b.student[:, b.dcd], b.dcd_ranks, b.valid[:, b.dcd], b.k)
+
+
+def _items_hidden(fwd) -> torch.Tensor:
+    """[B + S, H]: the representations of each row's observed item, then of the shared negatives."""
+    parts = [fwd.item_hidden[:, 0]] + ([fwd.shared_hidden] if fwd.shared_hidden is not None else [])
+    return torch.cat(parts, dim=0)
+
+
+class Hint(KDTerm):
+    help = "hint loss on user and item representations through a learned linear projection (FitNets)"
+    needs_teacher = True
+
+    def __init__(self, config, teacher_dims) -> None:
+        super().__init__(config, teacher_dims)
+        self.user, self.item = HintProjection(teacher_dims[0]), HintProjection(teacher_dims[1])
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        s, t = b.student_fwd, b.teacher_fwd
+        return (hint_loss(self.user(s.user_hidden), t.user_hidden)
+                + hint_loss(self.item(_items_hidden(s)), _items_hidden(t)))
+
+
+class DE(KDTerm):
+    help = "distillation experts: gated MLP experts map student to teacher representations (Kang et al. 2020)"
+    needs_teacher = True
+
+    def __init__(self, config, teacher_dims) -> None:
+        super().__init__(config, teacher_dims)
+        self.user = DistillationExperts(teacher_dims[0], config.de_experts)
+        self.item = DistillationExperts(teacher_dims[1], config.de_experts)
+
+    def _side(self, experts: DistillationExperts, s: torch.Tensor, t: torch.Tensor, b: KDBatch, tau: float):
+        out, gate = experts(s, t)
+        noise = torch.empty(gate.shape, device=gate.device).exponential_(generator=b.generator)
+        gumbel = -torch.log(noise.clamp_min(1e-20))  # Gumbel(0, 1)
+        return experts_loss(out, gate, t, gumbel, tau=tau)
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        c = self.config
+        tau = anneal(c.de_tau_start, c.de_tau_end, b.epoch, c.de_anneal_epochs)
+        s, t = b.student_fwd, b.teacher_fwd
+        return (self._side(self.user, s.user_hidden, t.user_hidden, b, tau)
+                + self._side(self.item, _items_hidden(s), _items_hidden(t), b, tau))
+
+
+KD_LOSSES: dict[str, type[KDTerm]] = {
+    "mse": ScoreMSE,
+    "soft_bce": SoftBCE,
+    "margin_mse": MarginMSE,
+    "ranknet": RankNet,
+    "listkl": ListKL,
+    "listmle": ListMLE,
+    "rrd": RRD,
+    "rd": TopKRD,
+    "dcd": DCD,
+    "hint": Hint,
+    "de": DE,
 }
 
 
@@ -52,12 +232,15 @@ def parse_kd(spec: str) -> tuple[tuple[str, float], ...]:
     for part in spec.split("+"):
         name, _, weight = part.strip().partition(":")
         if name not in KD_LOSSES:
-            raise RankdistillError(f"unknown distillation loss {name!r} in --kd {spec!r}; choose from {', '.join(KD_LOSSES)}")
+            raise RankdistillError(f"unknown distillation loss {name!r} in --kd {spec!r}; "
+                                   f"choose from {', '.join(KD_LOSSES)}")
         try:
             w = float(weight) if weight else 1.0
         except ValueError:
             raise RankdistillError(f"weight {weight!r} of {name!r} in --kd {spec!r} is not a number") from None
-        if not w > 0:
-            raise RankdistillError(f"weight of {name!r} in --kd {spec!r} must be > 0, got {w}")
+        if not (w > 0 and math.isfinite(w)):
+            raise RankdistillError(f"weight of {name!r} in --kd {spec!r} must be a finite number > 0, got {w}")
+        if name in (n for n, _ in terms):
+            raise RankdistillError(f"{name!r} appears twice in --kd {spec!r}; give it one weight")
         terms.append((name, w))
     return tuple(terms)

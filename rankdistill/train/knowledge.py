@@ -1,30 +1,241 @@
-"""Teacher knowledge: the teacher's top-K items and scores per user, computed once in chunks.
+"""Teacher knowledge: the teacher's top-K items and scores per user, computed once in chunks of users,
+kept in memory or stored as parquet so later runs can distil from the file alone, without the teacher.
 
-The user's training items are excluded (they are known positives, not knowledge). The student samples
-extra candidates from these lists; the teacher's scores of any candidate come from the frozen teacher.
+The user's training items are excluded (they are known positives, not knowledge). A user with fewer than K
+other items gets a short list: the missing entries are padding, marked False in ``valid``.
+
+Parquet layout (one row per real entry)::
+
+    user int64 | rank int32 (0 = best) | item int64 | score float32        (row indices, not raw ids)
+
+with the key-value metadata ``rankdistill.teacher_knowledge`` = JSON {version, n_users, n_items, k,
+train_fingerprint}. Loading refuses a file whose sizes (or training data, when the split is given) differ
+from the run's.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import hashlib
+import json
+import os
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+import numpy as np
 import torch
 
+from rankdistill.data.csr import Csr
 from rankdistill.data.split import Split
-from rankdistill.evaluation.evaluator import rank_all
-from rankdistill.models.base import Ranker
+from rankdistill.errors import RankdistillError
+from rankdistill.evaluation.evaluator import DEFAULT_MEMORY_BUDGET, chunk_size, rank_all
+from rankdistill.evaluation.topk import topk_ties_by_index
+from rankdistill.models.base import DotProductRanker, Ranker
+
+METADATA_KEY = "rankdistill.teacher_knowledge"
+VERSION = 1
+COLUMNS = ("user", "rank", "item", "score")
+
+
+def train_fingerprint(train: Csr) -> str:
+    """A short hash of the training interactions the top-K lists exclude."""
+    h = hashlib.sha256()
+    for t in (train.indptr, train.indices):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(str(train.n_cols).encode())
+    return h.hexdigest()[:16]
 
 
 @dataclass
 class TeacherKnowledge:
-    items: torch.Tensor  # int64 [U, K] the teacher's top-K items per user, best first
-    scores: torch.Tensor  # float [U, K] their teacher scores
+    items: torch.Tensor  # int64 [U, K] the teacher's top-K items per user, best first (0 where padding)
+    scores: torch.Tensor  # float32 [U, K] their teacher scores (0 where padding)
+    n_items: int | None = None  # catalogue size; None: inferred as items.max() + 1 (a lower bound)
+    valid: torch.Tensor | None = None  # bool [U, K] real entries (padding must still hold a real item index);
+    #                                    None: where ``scores`` is finite, padding set to item 0, score 0
+    exclude: Csr | None = None  # the training items left out of the lists (dcd and rrd use it; not saved)
+    fingerprint: str | None = None  # train_fingerprint(exclude) at computation time
+
+    def __post_init__(self) -> None:
+        if self.valid is None:  # padding from the scores; give it item 0 and score 0 (any real index will do)
+            self.valid = torch.isfinite(self.scores)
+            self.items = torch.where(self.valid, self.items, torch.zeros_like(self.items))
+            self.scores = torch.where(self.valid, self.scores, torch.zeros_like(self.scores))
+        self.valid = self.valid.to(torch.bool)
+        self.items, self.scores = self.items.to(torch.int64), self.scores.to(torch.float32)
+        if self.n_items is None:
+            self.n_items = int(self.items.max()) + 1 if self.items.numel() else 0
 
     @property
     def k(self) -> int:
         return self.items.shape[1]
 
+    @property
+    def n_users(self) -> int:
+        return self.items.shape[0]
+
+    def to(self, device: torch.device | str) -> "TeacherKnowledge":
+        return replace(self, items=self.items.to(device), scores=self.scores.to(device), valid=self.valid.to(device))
+
+    def truncate(self, k: int) -> "TeacherKnowledge":
+        """The first ``k`` entries of every list."""
+        return replace(self, items=self.items[:, :k], scores=self.scores[:, :k], valid=self.valid[:, :k])
+
+    # -- computing -----------------------------------------------------------------------------------
     @classmethod
-    def compute(cls, teacher: Ranker, split: Split, k: int = 100) -> "TeacherKnowledge":
-        ranking = rank_all(teacher, split.train, k)
-        return cls(ranking.items, ranking.scores)
+    def compute(cls, teacher: Ranker, split: Split, k: int = 100,
+                memory_budget: int | None = None) -> "TeacherKnowledge":
+        """The teacher's top-``k`` of every user, training items excluded, users scored in chunks
+        (``memory_budget``: bytes per chunk, None: the evaluator's default for the teacher's device)."""
+        ranking = rank_all(teacher, split.train, k, memory_budget=memory_budget)
+        return cls(ranking.items, ranking.scores, split.n_items, exclude=split.train,
+                   fingerprint=train_fingerprint(split.train))
+
+    @classmethod
+    def load_or_compute(cls, path: str | Path, split: Split, k: int = 100,
+                        teacher: Ranker | None = None) -> "TeacherKnowledge":
+        """Reuse the file at ``path`` when it exists (checked against ``split``; lists cut to ``k``),
+        else compute with ``teacher`` and write it there."""
+        path = Path(path)
+        if path.exists():
+            knowledge = cls.load(path, split)
+            if knowledge.k < k:
+                raise RankdistillError(f"teacher knowledge {path} holds the top-{knowledge.k} per user, fewer than the "
+                                       f"{k} asked for; lower --kd-topk to {knowledge.k} or recompute the file")
+            return knowledge.truncate(k)
+        if teacher is None:
+            raise RankdistillError(f"no teacher knowledge at {path} and no teacher to compute it; "
+                                   "train or load a teacher first")
+        knowledge = cls.compute(teacher, split, k)
+        knowledge.save(path)
+        return knowledge
+
+    # -- parquet -------------------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the real entries to ``path`` (parquet, atomically: a temporary file then a rename)."""
+        import fastparquet
+        import pandas as pd
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        valid = self.valid.cpu().numpy()
+        users, ranks = np.nonzero(valid)
+        frame = pd.DataFrame({
+            "user": users.astype(np.int64), "rank": ranks.astype(np.int32),
+            "item": self.items.cpu().numpy()[valid].astype(np.int64),
+            "score": self.scores.cpu().numpy()[valid].astype(np.float32),
+        })
+        meta = {"version": VERSION, "n_users": self.n_users, "n_items": int(self.n_items), "k": self.k,
+                "train_fingerprint": self.fingerprint}
+        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+        try:
+            fastparquet.write(str(tmp), frame, custom_metadata={METADATA_KEY: json.dumps(meta)})
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, split: Split | None = None, *, n_users: int | None = None,
+             n_items: int | None = None) -> "TeacherKnowledge":
+        """Read a file written by :meth:`save`. With ``split`` (or ``n_users``/``n_items``) a file computed for
+        other sizes is refused, naming both; with ``split`` also one computed on other training data, and
+        ``exclude`` is set to ``split.train``."""
+        path = Path(path)
+        meta, frame = _read(path)
+        if split is not None:
+            n_users, n_items = split.n_users, split.n_items
+        for what, expected in (("users", n_users), ("items", n_items)):
+            if expected is not None and meta[f"n_{what}"] != expected:
+                raise RankdistillError(
+                    f"teacher knowledge {path} was computed for {meta['n_users']} users and {meta['n_items']} items, "
+                    f"but this data has {n_users} users and {n_items} items; recompute it from the teacher on this "
+                    "data (same vocabulary)")
+        if split is not None and meta.get("train_fingerprint") not in (None, train_fingerprint(split.train)):
+            raise RankdistillError(f"teacher knowledge {path} was computed on other training interactions than "
+                                   "this split's (same sizes, different contents); recompute it on this split")
+        u, k, i = meta["n_users"], meta["k"], meta["n_items"]
+        user, rank = frame["user"].to_numpy(np.int64), frame["rank"].to_numpy(np.int64)
+        item, score = frame["item"].to_numpy(np.int64), frame["score"].to_numpy(np.float32)
+        bad = (user < 0) | (user >= u) | (rank < 0) | (rank >= k) | (item < 0) | (item >= i) | ~np.isfinite(score)
+        if bad.any():
+            r = int(np.flatnonzero(bad)[0])
+            raise RankdistillError(f"teacher knowledge {path}: row {r} (user {user[r]}, rank {rank[r]}, "
+                                   f"item {item[r]}, score {score[r]}) is outside {u} users, top-{k}, {i} items "
+                                   "or not finite")
+        slot = user * k + rank
+        if len(np.unique(slot)) != len(slot):
+            raise RankdistillError(f"teacher knowledge {path} has two entries for the same (user, rank)")
+        items, scores, valid = np.zeros(u * k, np.int64), np.zeros(u * k, np.float32), np.zeros(u * k, bool)
+        items[slot], scores[slot], valid[slot] = item, score, True
+        return cls(torch.from_numpy(items.reshape(u, k)), torch.from_numpy(scores.reshape(u, k)), i,
+                   torch.from_numpy(valid.reshape(u, k)), split.train if split is not None else None,
+                   meta.get("train_fingerprint"))
+
+
+def _read(path: Path):
+    import fastparquet
+
+    if not path.exists():
+        raise RankdistillError(f"teacher knowledge file {path} does not exist")
+    try:
+        pf = fastparquet.ParquetFile(str(path))
+        raw = pf.key_value_metadata.get(METADATA_KEY)
+        frame = pf.to_pandas() if raw is not None else None
+    except Exception as e:  # fastparquet raises many types for damaged files
+        raise RankdistillError(f"cannot read teacher knowledge {path}: {type(e).__name__}: {e}") from None
+    if raw is None:
+        raise RankdistillError(f"{path} is not a teacher-knowledge file (no {METADATA_KEY!r} metadata); "
+                               "write it with TeacherKnowledge.save")
+    meta = json.loads(raw)
+    if meta.get("version") != VERSION:
+        raise RankdistillError(f"teacher knowledge {path} has format version {meta.get('version')}, "
+                               f"this rankdistill reads version {VERSION}; recompute it")
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise RankdistillError(f"teacher knowledge {path} lacks the column(s) {', '.join(missing)}")
+    return meta, frame
+
+
+@torch.no_grad()
+def rank_with_positions(
+    model: Ranker, exclude: Csr, k: int, items: torch.Tensor, valid: torch.Tensor | None = None,
+    memory_budget: int = DEFAULT_MEMORY_BUDGET,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One full-catalogue pass of ``model`` over every user, ``exclude`` masked, set against given per-user
+    lists ``items`` int64 [U, K] (``valid`` bool [U, K], None = all real):
+
+    -> (top items int64 [U, k] best first, their validity bool [U, k] (False: fewer than k candidates),
+        ranks int64 [U, K] of ``items`` in the user's ranking (the number of candidates scored strictly
+        higher, 0 = best), positions int64 [U, k] of the top items in ``items`` (K where absent)).
+
+    Used by dcd each epoch with the student and the teacher's top-K; costs about one validation pass plus a
+    sort, users in chunks under ``memory_budget``.
+    """
+    was_training = model.training
+    model.eval()
+    device = items.device
+    n_users, n_items, big_k = exclude.n_rows, exclude.n_cols, items.shape[1]
+    valid = torch.ones_like(items, dtype=torch.bool) if valid is None else valid
+    c = chunk_size(n_items, memory_budget // 2)  # scores, their sorted copy, the position map
+    item_t = model.item_matrix().T.contiguous() if isinstance(model, DotProductRanker) else None
+    k_out = min(k, n_items)
+    top = torch.empty(n_users, k_out, dtype=torch.int64, device=device)
+    top_valid = torch.empty(n_users, k_out, dtype=torch.bool, device=device)
+    positions = torch.empty(n_users, k_out, dtype=torch.int64, device=device)
+    ranks = torch.empty_like(items)
+    slots = torch.arange(big_k, device=device)
+    for a in range(0, n_users, c):
+        b = min(n_users, a + c)
+        users = torch.arange(a, b, device=device)
+        scores = model.user_vectors(users) @ item_t if item_t is not None else model.score_all(users)
+        rows, cols = exclude.block(a, b)
+        scores[rows.to(device), cols.to(device)] = float("-inf")
+        values, top[a:b] = topk_ties_by_index(scores, k_out)
+        top_valid[a:b] = torch.isfinite(values)
+        ascending = scores.sort(dim=1).values
+        ranks[a:b] = n_items - torch.searchsorted(ascending, scores.gather(1, items[a:b]), right=True)
+        where = torch.full((b - a, n_items + 1), big_k, dtype=torch.int64, device=device)  # last column: padding
+        where.scatter_(1, torch.where(valid[a:b], items[a:b], n_items), slots.expand(b - a, -1))
+        positions[a:b] = where.gather(1, top[a:b])
+    model.train(was_training)
+    return top, top_valid, ranks, positions

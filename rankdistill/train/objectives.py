@@ -3,9 +3,18 @@ negatives [S] shared by the whole batch (uniform samples; a negative that is the
 masked out of that row).
 
 - :class:`SupervisedObjective`: the true-label loss on [positive, negatives] plus L2 on the batch's rows.
-- :class:`DistillationObjective`: the same, plus ``Σ λ_i · kd_i`` on the candidate list
-  [positive, M items sampled from the teacher's top-K, S shared negatives], scored by student and teacher.
-  The teacher is frozen three ways: eval(), requires_grad_(False) and no_grad() around its forward.
+- :class:`DistillationObjective`: the same, plus ``Σ λ_i · kd_i`` (``DistillConfig.kd``) on one candidate
+  list per row, scored by the student in the same single forward as the supervised loss (each embedding
+  table is looked up once, so the fused optimizer updates each row once per step)::
+
+      [positive | teacher top-K: ranks 0..F-1 (rd), then M ranks sampled ∝ exp(-rank/λ) (one draw per
+                  batch, or per row with topk_sampling="row"), in rank order
+                | dcd: D under- + D over-estimated items | S shared uniform negatives]
+
+  With a teacher, the frozen teacher scores the same list (eval(), requires_grad_(False), no_grad()).
+  Without one (``teacher=None``, the cached mode), teacher scores come from the knowledge and are known only
+  for top-K items; ``KDBatch.known`` marks them, and the terms that need the teacher's weights are refused.
+  Sampling is on the device with Gumbel-top-k (no host syncs, no per-row Python).
 """
 
 from __future__ import annotations
@@ -14,10 +23,13 @@ import torch
 from torch import nn
 
 from rankdistill.config import DistillConfig
+from rankdistill.data.csr import Csr
+from rankdistill.errors import RankdistillError
 from rankdistill.losses.registry import KD_LOSSES, KDBatch
 from rankdistill.losses.supervised import SUPERVISED_LOSSES
+from rankdistill.losses.topk import discrepancy_weights
 from rankdistill.models.base import Forward, Ranker
-from rankdistill.train.knowledge import TeacherKnowledge
+from rankdistill.train.knowledge import TeacherKnowledge, rank_with_positions
 
 
 def l2_penalty(fwd: Forward) -> torch.Tensor:
@@ -35,10 +47,24 @@ def mask_accidental_hits(scores: torch.Tensor, pos: torch.Tensor, negs: torch.Te
     return torch.cat([scores[:, :1], scores[:, 1:].masked_fill(hit, fill)], dim=1)
 
 
+def gumbel_topk(log_weights: torch.Tensor, m: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """m positions per row without replacement, with probability ∝ exp(log_weights) (Gumbel-top-k).
+
+    log_weights [B, P] (-inf: never) -> (positions int64 [B, m], ok bool [B, m]); ok is False where a row had
+    fewer than m positions of positive weight (the position returned there is arbitrary)."""
+    u = torch.rand(log_weights.shape, generator=generator, device=log_weights.device)
+    keys = log_weights - torch.log(-torch.log(u))  # + Gumbel(0, 1); u = 0 gives -inf: that position is skipped
+    values, positions = keys.topk(m, dim=1)
+    return positions, torch.isfinite(values)
+
+
 class SupervisedObjective(nn.Module):
     def __init__(self, loss: str = "softmax", l2: float = 0.0) -> None:
         super().__init__()
         self.loss_name, self.loss, self.l2 = loss, SUPERVISED_LOSSES[loss], l2
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Called by the Trainer before each epoch (1-based); the supervised loss keeps no state."""
 
     def supervised(self, fwd: Forward, pos: torch.Tensor, negs: torch.Tensor) -> tuple[torch.Tensor, dict]:
         s = fwd.scores
@@ -58,39 +84,216 @@ class SupervisedObjective(nn.Module):
 
 
 class DistillationObjective(SupervisedObjective):
+    """``supervised + Σ weight_i · kd_i`` over the candidate list described in the module docstring.
+
+    ``teacher=None`` distils from ``knowledge`` alone. ``exclude`` (default ``knowledge.exclude``): the
+    users' training items, needed by ``dcd`` (the student's ranking leaves them out). ``device``: default
+    the teacher's, else the knowledge's.
+    Call :meth:`on_epoch_start` before each epoch (the Trainer does): ``rd`` switches its discrepancy
+    weights on by epoch, ``de`` anneals its temperature, ``dcd`` re-ranks the catalogue with the student.
+    """
+
     def __init__(
         self,
-        teacher: Ranker,
+        teacher: Ranker | None,
         knowledge: TeacherKnowledge,
         config: DistillConfig,
         loss: str = "softmax",
         l2: float = 0.0,
         seed: int = 0,
+        *,
+        exclude: Csr | None = None,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__(loss, l2)
-        self.teacher = teacher.eval().requires_grad_(False)
-        self.knowledge, self.config = knowledge, config
-        ranks = torch.arange(knowledge.k, dtype=torch.float32, device=knowledge.items.device)
-        self.register_buffer("rank_weights", torch.exp(-ranks / config.rank_lambda))  # [K]
-        self.samples = min(config.topk_samples, knowledge.k)
-        self.generator = torch.Generator(device=knowledge.items.device).manual_seed(seed + 7919)
+        names = [name for name, _ in config.terms]
+        _check(teacher, knowledge, names)
+        self.exclude = exclude if exclude is not None else knowledge.exclude
+        if "dcd" in names and self.exclude is None:
+            raise RankdistillError("dcd ranks the student's whole catalogue every epoch and must leave each user's "
+                                   "training items out: load the knowledge with TeacherKnowledge.load(path, split) or "
+                                   "pass exclude=split.train")
+        if device is None:
+            device = _device(teacher) if teacher is not None else knowledge.items.device
+        self.device = torch.device(device)
+        if self.device.type == "cuda" and self.device.index is None:
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
+        self.knowledge, self.config, self.n_items = knowledge.to(self.device), config, int(knowledge.n_items)
+        k = knowledge.k
+        self.n_fixed = min(config.rd_k, k) if "rd" in names else 0
+        self.n_sampled = min(config.topk_samples, k - self.n_fixed) if names else 0
+        self.n_dcd = min(config.dcd_samples, k) if "dcd" in names else 0
+        log_w = -torch.arange(k, dtype=torch.float32, device=self.device) / config.rank_lambda
+        log_w[: self.n_fixed] = float("-inf")  # the fixed ranks are always in the list, not sampled again
+        self.register_buffer("log_rank_weights", log_w, persistent=False)  # [K]
+        dims = _hidden_dims(teacher, self.device) if teacher is not None else None
+        with torch.random.fork_rng(devices=[]):  # the terms' initial weights depend on the seed alone
+            torch.manual_seed(seed)
+            self.terms = nn.ModuleDict({name: KD_LOSSES[name](config, dims) for name in names}).to(self.device)
+        self.weights = dict(config.terms)
+        self.need_uninteresting = any(term.needs_uninteresting for term in self.terms.values())
+        self.epoch, self.dcd_state, self.dcd_stale = 1, None, True
+        self.generator = torch.Generator(device=self.device).manual_seed(seed + 7919)
 
     def train(self, mode: bool = True) -> "DistillationObjective":
         super().train(mode)
-        self.teacher.eval()  # the teacher stays frozen whatever the trainer does
+        if self.teacher is not None:
+            self.teacher.eval()  # the teacher stays frozen whatever the trainer does
         return self
 
+    def on_epoch_start(self, epoch: int) -> None:
+        self.epoch, self.dcd_stale = epoch, True
+
+    # -- one step ------------------------------------------------------------------------------------
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
-        b = len(users)
-        ranks = torch.multinomial(self.rank_weights.expand(b, -1), self.samples, generator=self.generator)  # [B, M]
-        own = torch.cat([pos[:, None], self.knowledge.items[users].gather(1, ranks)], dim=1)  # [B, 1 + M]
-        fwd = model(users, own, negs)  # scores [B, 1 + M + S]
+        """users [B], pos [B], negs [S] -> (loss, {part name: detached value})"""
+        if not self.terms:
+            return super().forward(model, users, pos, negs)
+        if users.device != self.device:
+            raise RankdistillError(f"the batch is on {users.device} but the distillation objective on {self.device}; "
+                                   f"build it with device={str(users.device)!r}")
+        kn = self.knowledge
+        ranks, sampled_ok = self._sample_topk(users)  # [B, F + M]
+        topk_valid = _pick(kn.valid, users, ranks) & sampled_ok
+        own = [pos[:, None], _pick(kn.items, users, ranks)]
+        valid = [torch.ones_like(own[0], dtype=torch.bool), topk_valid]
+        dcd_ranks = ranks[:, :0]
+        if self.n_dcd:
+            dcd_items, dcd_ranks, dcd_valid = self._sample_dcd(model, users)
+            own.append(dcd_items)
+            valid.append(dcd_valid)
+        own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
+        n_own = own_t.shape[1]
+        fwd = model(users, own_t, negs)  # scores [B, n_own + S]: one lookup per table
         total, parts = self.supervised(fwd, pos, negs)
-        with torch.no_grad():
-            teacher_scores = self.teacher(users, own, negs).scores
-        batch = KDBatch(fwd.scores, teacher_scores, 1 + self.samples, ranks, self.config.temperature)
-        for name, weight in self.config.terms:
-            value = KD_LOSSES[name][0](batch)
+        if self.teacher is not None:
+            with torch.no_grad():
+                tf = self.teacher(users, own_t, negs)
+            teacher_scores = tf.scores
+            known = torch.cat([valid_t, torch.ones_like(teacher_scores[:, n_own:], dtype=torch.bool)], dim=1)
+        else:  # cached: teacher scores of the own columns only, known for the top-K items
+            tf = None
+            teacher_scores, known = self._cached_teacher(users, ranks, topk_valid, dcd_ranks, valid)
+        t1 = 1 + ranks.shape[1]
+        batch = KDBatch(
+            student=fwd.scores, teacher=teacher_scores, known=known, valid=valid_t, n_own=n_own,
+            topk=slice(1, t1), topk_ranks=ranks, n_fixed=self.n_fixed, dcd=slice(t1, n_own), dcd_ranks=dcd_ranks,
+            negatives=slice(n_own, n_own + len(negs)),
+            uninteresting=self._uninteresting(users, pos, negs) if self.need_uninteresting else None,
+            k=kn.k, n_items=self.n_items, epoch=self.epoch, student_fwd=fwd, teacher_fwd=tf, generator=self.generator,
+        )
+        for name, term in self.terms.items():
+            value = term(batch)
             parts[name] = value.detach()
-            total = total + weight * value
+            total = total + self.weights[name] * value
         return total, parts
+
+    # -- candidate sampling --------------------------------------------------------------------------
+    def _sample_topk(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """-> teacher ranks int64 [B, F + M] ascending (F fixed, then M sampled ∝ exp(-rank/λ) among the real
+        entries of the user's list) and ok bool [B, F + M] (False: the list was too short)."""
+        b = len(users)
+        if not self.n_sampled or self.n_fixed:
+            fixed = torch.arange(self.n_fixed, device=users.device).expand(b, -1)
+            ok_fixed = torch.ones_like(fixed, dtype=torch.bool)
+            if not self.n_sampled:
+                return fixed, ok_fixed
+        if self.config.topk_sampling == "batch":  # one draw for the batch; a padded entry is masked later
+            picked, ok = gumbel_topk(self.log_rank_weights[None], self.n_sampled, self.generator)  # [1, M]
+        else:
+            log_w = self.log_rank_weights.masked_fill(~self.knowledge.valid.index_select(0, users), float("-inf"))
+            picked, ok = gumbel_topk(log_w, self.n_sampled, self.generator)  # [B, M]
+        picked, order = picked.sort(dim=1)
+        picked, ok = picked.expand(b, -1), ok.gather(1, order).expand(b, -1)
+        if not self.n_fixed:
+            return picked, ok
+        return torch.cat([fixed, picked], dim=1), torch.cat([ok_fixed, ok], dim=1)
+
+    def _sample_dcd(self, model: Ranker, users: torch.Tensor):
+        """-> items [B, 2D] (D under-estimated from the teacher's top-K, D over-estimated from the student's),
+        their teacher ranks [B, 2D] (K when outside the teacher's top-K), and ok [B, 2D]."""
+        if self.dcd_stale or self.dcd_state is None:
+            self._refresh_dcd(model)
+        log_under, student_top, teacher_rank_of_top, log_over = self.dcd_state
+        under, under_ok = gumbel_topk(log_under.index_select(0, users), self.n_dcd, self.generator)
+        over, over_ok = gumbel_topk(log_over.index_select(0, users), self.n_dcd, self.generator)
+        items = torch.cat([_pick(self.knowledge.items, users, under), _pick(student_top, users, over)], dim=1)
+        ranks = torch.cat([under, _pick(teacher_rank_of_top, users, over)], dim=1)
+        return items, ranks, torch.cat([under_ok, over_ok], dim=1)
+
+    @torch.no_grad()
+    def _refresh_dcd(self, model: Ranker) -> None:
+        """The student's ranking of the whole catalogue (once per epoch) -> DCD's sampling weights:
+        under-estimated ∝ tanh(max(μ (r_student - r_teacher), 0)) over the teacher's top-K,
+        over-estimated ∝ tanh(max(μ (r_teacher - r_student), 0)) over the student's top-K."""
+        kn, mu, k = self.knowledge, self.config.dcd_mu, self.knowledge.k
+        top, top_valid, student_ranks, teacher_rank_of_top = rank_with_positions(model, self.exclude, k, kn.items,
+                                                                                 kn.valid)
+        positions = torch.arange(k, device=self.device)
+        under = discrepancy_weights(positions, student_ranks, mu) * kn.valid
+        over = discrepancy_weights(positions[: top.shape[1]], teacher_rank_of_top, mu) * top_valid
+        self.dcd_state = (under.log(), top, teacher_rank_of_top, over.log())
+        self.dcd_stale = False
+
+    def _uninteresting(self, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor) -> torch.Tensor:
+        """bool [B, S]: the shared negatives that are neither the row's positive nor in its teacher top-K.
+
+        The negatives are shared, so membership goes through a dense item -> column map of the S negatives
+        (O(n_items + B·K + B·S), no search). The users' training items are not removed: they are 1-2% of
+        uniform samples, and the supervised loss treats them as negatives too."""
+        b, s, kn = len(users), len(negs), self.knowledge
+        column = torch.full((self.n_items,), s, dtype=torch.int64, device=negs.device)
+        column[negs] = torch.arange(s, device=negs.device)  # a repeated negative: its last column
+        items = kn.items.index_select(0, users)  # [B, K]
+        at = column.index_select(0, items.view(-1)).view(b, -1).masked_fill(~kn.valid.index_select(0, users), s)
+        hit = torch.zeros(b, s + 1, dtype=torch.bool, device=negs.device).scatter_(1, at, True)  # column s: none
+        hit = hit.gather(1, column[negs].expand(b, -1))  # a repeated negative shares its column's answer
+        hit = hit | (negs[None, :] == pos[:, None])
+        return ~hit
+
+    def _cached_teacher(self, users, ranks, topk_valid, dcd_ranks, valid):
+        """Teacher scores [B, n_own] of the own columns from the knowledge (0 where unknown) and the mask of the
+        known ones: the top-K columns, and dcd items inside the teacher's top-K."""
+        kn = self.knowledge
+        zeros = torch.zeros_like(ranks[:, :1], dtype=kn.scores.dtype)
+        scores, known = [zeros, _pick(kn.scores, users, ranks)], [zeros.bool(), topk_valid]
+        if self.n_dcd:
+            inside = valid[-1] & (dcd_ranks < kn.k)
+            scores.append(_pick(kn.scores, users, dcd_ranks.clamp_max(kn.k - 1)) * inside)
+            known.append(inside)
+        return torch.cat(scores, dim=1), torch.cat(known, dim=1)
+
+
+def _pick(table: torch.Tensor, users: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
+    """table [U, K], users [B], columns int64 [B, M] -> table[users[b], columns[b, m]] [B, M]."""
+    return table.index_select(0, users).gather(1, columns)
+
+
+def _check(teacher: Ranker | None, knowledge: TeacherKnowledge, names: list[str]) -> None:
+    if teacher is None:
+        needing = [n for n in names if KD_LOSSES[n].needs_teacher]
+        if needing:
+            able = ", ".join(n for n, t in KD_LOSSES.items() if not t.needs_teacher)
+            raise RankdistillError(
+                f"--kd {'+'.join(needing)} needs the teacher's weights (its user and item representations), but "
+                f"distillation runs from the cached knowledge alone (the teacher's top-{knowledge.k} items and "
+                f"scores); pass the teacher, or choose from {able}")
+        return
+    if (teacher.n_users, teacher.n_items) != (knowledge.n_users, knowledge.n_items):
+        raise RankdistillError(
+            f"the teacher has {teacher.n_users} users and {teacher.n_items} items but its knowledge has "
+            f"{knowledge.n_users} users and {knowledge.n_items} items; recompute the knowledge from this teacher")
+
+
+def _device(model: Ranker) -> torch.device:
+    tables = model.tables()
+    return tables[0].weight.device if tables else next(model.parameters()).device
+
+
+def _hidden_dims(teacher: Ranker, device: torch.device) -> tuple[int, int]:
+    """(user, item) widths of the teacher's representations (Forward.user_hidden / item_hidden)."""
+    with torch.no_grad():
+        zero = torch.zeros(1, dtype=torch.int64, device=device)
+        f = teacher(zero, zero[:, None])
+    return f.user_hidden.shape[-1], f.item_hidden.shape[-1]

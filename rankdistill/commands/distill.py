@@ -1,0 +1,72 @@
+"""rankdistill distill: train a small student from a saved teacher and write its model directory.
+
+Without --data the student uses the teacher's data and split (read again from the teacher's config.json);
+with --data it uses that data and the split options given. Either way the data must have the teacher's
+vocabularies, and the split must be the teacher's: a teacher trained on another split has seen the student's
+test interactions.
+"""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import asdict
+
+from rankdistill.commands.train import fit_record, metrics_record, split_args_given, split_from_args, summary_line
+from rankdistill.config import DistillConfig, ModelConfig
+from rankdistill.data.load import DataSpec
+from rankdistill.data.split import make_split, parse_cut, split_arguments
+from rankdistill.errors import RankdistillError
+from rankdistill.modeldir import load, save_model
+from rankdistill.pipeline import RunConfig, distill
+
+
+def same_split(a: dict, b: dict) -> bool:
+    """Whether two Split.options cut the same split (a cut of "0.9" and 0.9 is one split)."""
+    if a.get("kind") != b.get("kind"):
+        return False
+    kind = a["kind"]
+    if kind == "ratio":
+        return a.get("seed") == b.get("seed") and all(abs(x - y) < 1e-9 for x, y in zip(a["ratio"], b["ratio"]))
+    if kind == "time-cut":
+        return parse_cut(a["cut"]) == parse_cut(b["cut"])
+    if kind == "given":
+        return a.get("seed") == b.get("seed")
+    return True
+
+
+def main(args: argparse.Namespace) -> int:
+    from rankdistill.commands.run import configure_torch, train_config
+
+    configure_torch(args.threads)
+    student = ModelConfig(embedding_dim=args.dim, lr=args.lr)
+    kd = DistillConfig(kd=args.kd, temperature=args.temperature, topk=args.kd_topk, topk_samples=args.kd_samples)
+    config = RunConfig(student=student, train=train_config(args), distill=kd, seed=args.seed, quiet=args.quiet)
+    teacher = load(args.teacher)
+    if args.data is not None:
+        data = DataSpec.from_args(args).load()
+    elif teacher.data_spec is None:
+        raise RankdistillError(f"teacher {teacher.path} records no data path (trained on an in-memory table); "
+                               "pass the data with --data")
+    else:
+        data = teacher.data_spec.load()
+    teacher.check_vocab(data, "distil on the data the teacher was trained on (same file, format, columns and "
+                              "filters), or train a teacher on this data first")
+    if args.data is not None or split_args_given(args):
+        split = split_from_args(data, args)
+        if not same_split(split.options, teacher.split_options):
+            raise RankdistillError(
+                f"the teacher {teacher.path} was trained on the split {teacher.split_options} and the student's "
+                f"would be {split.options}: the teacher has seen the student's test interactions; leave out the "
+                "--split options (and --data) to use the teacher's split"
+            )
+    else:
+        split = make_split(data, **split_arguments(teacher.split_options))
+    trained = distill(split, teacher.model, config)
+    metrics = metrics_record(trained.metrics, split, config.ks)
+    records = {"train": asdict(config.train), "distill": kd.to_dict(), "seed": args.seed, "ks": list(config.ks),
+               "teacher": {"path": str(teacher.path.resolve()), "model": teacher.config["model"],
+                           "metrics": teacher.config.get("metrics", {})},
+               "fit": fit_record(trained)}
+    save_model(args.out, trained.model, student, data, split, "distilled", records, metrics)
+    print(summary_line(f"student distilled with {kd.kd}", args.out, trained, split))
+    return 0

@@ -1,0 +1,57 @@
+"""rankdistill evaluate: ranking metrics of any recommender's output, or of a saved model.
+
+- ``--run RUN --qrels QRELS [--k 10,20] [--metrics ...] [--per-user FILE.parquet]``: RUN has columns
+  user,item,score and QRELS user,item with an optional relevance (CSV, TSV or parquet by extension). Prints
+  one JSON object of means over users with at least one relevant item, keys ``metric@k`` ordered by k then
+  metric (see :mod:`rankdistill.evaluation.run_file` for the conventions).
+- ``--model MODEL_DIR``: handled by :mod:`rankdistill.commands.evaluate_model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from rankdistill.errors import RankdistillError
+
+
+def parse_ks(text: str) -> tuple[int, ...]:
+    """"10,20" -> (10, 20); RankdistillError naming the bad part otherwise."""
+    parts = [p.strip() for p in str(text).split(",") if p.strip()]
+    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
+        raise RankdistillError(f"--k must be positive integers separated by commas, such as 10,20; got {text!r}")
+    return tuple(dict.fromkeys(int(p) for p in parts))
+
+
+def parse_metrics(text: str) -> tuple[str, ...]:
+    from rankdistill.evaluation.metrics import METRICS
+
+    names = tuple(dict.fromkeys(p.strip().lower() for p in str(text).split(",") if p.strip()))
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise RankdistillError(f"--metrics: unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                               f"choose from {', '.join(METRICS)}")
+    return names
+
+
+def main(args: argparse.Namespace) -> int:
+    if getattr(args, "model", None):
+        if args.run or args.qrels:
+            raise RankdistillError("give either --model MODEL_DIR or --run RUN --qrels QRELS, not both")
+        from rankdistill.commands import evaluate_model  # another command's module, imported only when used
+
+        return evaluate_model.main(args)
+    if not args.run or not args.qrels:
+        missing = " and ".join(name for name, v in (("--run", args.run), ("--qrels", args.qrels)) if not v)
+        raise RankdistillError(f"evaluate needs {missing}: either --run RUN --qrels QRELS (a recommender's output "
+                               "against judgements) or --model MODEL_DIR (a saved model on its test split)")
+    ks, metrics = parse_ks(args.k), parse_metrics(args.metrics)
+    if args.per_user and not str(args.per_user).lower().endswith((".parquet", ".pq")):
+        raise RankdistillError(f"--per-user must end in .parquet, got {args.per_user}")
+    from rankdistill.commands.run import configure_torch
+    from rankdistill.evaluation.run_file import evaluate_run_files
+
+    configure_torch(getattr(args, "threads", 1) or 1)
+    means = evaluate_run_files(args.run, args.qrels, ks, metrics, args.per_user)
+    print(json.dumps(means))
+    return 0

@@ -1,0 +1,50 @@
+"""rankdistill evaluate --model MODEL_DIR: full-ranking test metrics of a saved model.
+
+The data the model was trained on is read again and split again from what config.json records (the same
+options give the same split); data whose vocabularies differ from the model's is refused. The metrics are
+printed as one JSON object on stdout and written to MODEL_DIR/metrics.json (or --out).
+
+Called by ``rankdistill.commands.evaluate.main`` when ``--model`` is given; it reads ``args.model`` and, when
+present, ``args.out``, ``args.threads``, ``args.k`` and ``args.metrics`` (comma-separated; default: the
+model's cut-offs and ndcg, recall, mrr) and the data options (``args.data`` ...) to evaluate on other data
+with the same vocabularies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+
+from rankdistill.commands.train import metrics_record
+from rankdistill.data.load import DataSpec
+from rankdistill.evaluation.evaluator import evaluate
+from rankdistill.modeldir import load, write_metrics
+from rankdistill.pipeline import REPORT_METRICS
+
+
+def evaluate_model_dir(path: str, data: DataSpec | None = None, ks: tuple[int, ...] | None = None,
+                       metrics: tuple[str, ...] = REPORT_METRICS) -> dict:
+    """The metrics record of the model directory ``path`` (see commands.train.metrics_record), with the
+    model's path and data. ``ks`` default: the cut-offs the model was trained and reported with."""
+    saved = load(path)
+    _, split = saved.load_split(data)
+    ks = tuple(ks or saved.config.get("ks", (10, 20)))
+    values = evaluate(saved.model, split, "test", ks, metrics)
+    source = (data or saved.data_spec).describe()
+    return {"model": str(saved.path.resolve()), "name": saved.name, "data": source,
+            **metrics_record(values, split, ks, metrics=metrics)}
+
+
+def main(args: argparse.Namespace) -> int:
+    from rankdistill.commands.evaluate import parse_ks, parse_metrics
+    from rankdistill.commands.run import configure_torch
+
+    configure_torch(getattr(args, "threads", None) or int(os.environ.get("RANKDISTILL_THREADS", "1")))
+    spec = DataSpec.from_args(args) if getattr(args, "data", None) else None
+    ks = parse_ks(args.k) if getattr(args, "k", None) else None
+    metrics = parse_metrics(args.metrics) if getattr(args, "metrics", None) else REPORT_METRICS
+    record = evaluate_model_dir(args.model, spec, ks, metrics)
+    write_metrics(args.model, record, getattr(args, "out", None))
+    print(json.dumps(record))
+    return 0

@@ -1,0 +1,207 @@
+"""A model directory: a trained ranker with everything needed to use it alone.
+
+::
+
+    MODEL_DIR/
+      config.json          format and version; the model's ModelConfig, n_users, n_items; the data it was
+                           trained on (DataSpec: path, format, columns, filters) and the split (Split.options),
+                           so the same split can be cut again; training (and distillation) settings; the test
+                           metrics at save time
+      user_vocab.parquet   raw user IDs, row i = embedding row i (IdVocab.save)
+      item_vocab.parquet   raw item IDs
+      weights.pt           the model's state_dict (torch.save), the torchrec tables' live weights included
+      metrics.json         the latest test metrics (train / distill, then ``rankdistill evaluate --model``)
+
+``rankdistill.load(path)`` rebuilds the model with :func:`rankdistill.models.factory.build_model` and loads
+the weights into it. A directory is written to a temporary sibling first and renamed into place, so a job
+killed mid-write never leaves a half-written model under the final name.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from rankdistill.config import ModelConfig
+from rankdistill.data.interactions import Interactions
+from rankdistill.data.load import DataSpec
+from rankdistill.data.split import Split, make_split, split_arguments
+from rankdistill.data.vocab import IdVocab
+from rankdistill.errors import RankdistillError
+from rankdistill.models.base import Ranker
+from rankdistill.models.factory import build_model
+
+FORMAT = "rankdistill-model"
+VERSION = 1
+CONFIG, WEIGHTS, USER_VOCAB, ITEM_VOCAB, METRICS = (
+    "config.json", "weights.pt", "user_vocab.parquet", "item_vocab.parquet", "metrics.json")
+
+
+@dataclass
+class SavedModel:
+    """A model directory loaded: the ranker (eval mode, on ``device``), its vocabularies and its records."""
+
+    path: Path
+    model: Ranker
+    model_config: ModelConfig
+    user_vocab: IdVocab
+    item_vocab: IdVocab
+    data_spec: DataSpec | None  # None: trained on an in-memory table; pass the data explicitly
+    split_options: dict  # Split.options of the split it was trained on
+    config: dict  # the whole config.json
+
+    @property
+    def name(self) -> str:
+        return self.config.get("name", self.path.name)
+
+    def check_vocab(self, data: Interactions, fix: str = "use the data and filters the model was trained on") -> None:
+        """Raise unless ``data`` has exactly this model's user and item vocabularies (sizes named)."""
+        check_same_vocab(f"model {self.path}", self.user_vocab, self.item_vocab, data, fix)
+
+    def load_data(self, spec: DataSpec | None = None) -> Interactions:
+        """Read the data again (``spec`` or the recorded one) and check it has this model's vocabularies."""
+        spec = spec or self.data_spec
+        if spec is None:
+            raise RankdistillError(f"model {self.path} was trained on an in-memory table and records no data "
+                                   "path; pass the data with --data")
+        data = spec.load()
+        self.check_vocab(data)
+        return data
+
+    def load_split(self, spec: DataSpec | None = None) -> tuple[Interactions, Split]:
+        """The data and the same split the model was trained on, cut again (deterministic)."""
+        data = self.load_data(spec)
+        return data, make_split(data, **split_arguments(self.split_options))
+
+
+def check_same_vocab(owner: str, user_vocab: IdVocab, item_vocab: IdVocab, data: Interactions, fix: str) -> None:
+    if user_vocab == data.user_vocab and item_vocab == data.item_vocab:
+        return
+    where = data.source.get("path") or data.name
+    raise RankdistillError(
+        f"{owner} has {len(user_vocab):,} users and {len(item_vocab):,} items but the data ({where}) has "
+        f"{data.n_users:,} users and {data.n_items:,} items (users: {user_vocab.describe_difference(data.user_vocab)}; "
+        f"items: {item_vocab.describe_difference(data.item_vocab)}); {fix}"
+    )
+
+
+def save_model(path: str | Path, model: Ranker, model_config: ModelConfig, data: Interactions, split: Split,
+               name: str = "model", records: dict | None = None, metrics: dict | None = None) -> Path:
+    """Write a model directory (layout in the module docstring). ``records`` adds JSON-able entries to
+    config.json (training settings, the teacher, ...); ``metrics`` goes to config.json and metrics.json.
+    An existing model directory at ``path`` is replaced; any other existing, non-empty path is refused."""
+    out = Path(path)
+    _check_replaceable(out)
+    config = {
+        "format": FORMAT, "version": VERSION, "name": name,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": asdict(model_config), "n_users": data.n_users, "n_items": data.n_items,
+        "data": {**(data.source or {}), "name": data.name, "interactions": len(data), "dropped": data.dropped},
+        "split": split.options or {"kind": split.kind},
+        **(records or {}),
+        "metrics": metrics or {},
+    }
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        torch.save(state, tmp / WEIGHTS)
+        data.user_vocab.save(tmp / USER_VOCAB)
+        data.item_vocab.save(tmp / ITEM_VOCAB)
+        (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
+        if metrics is not None:
+            write_metrics(tmp, metrics)
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            tmp.rename(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _json_default(value: object) -> object:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    if isinstance(value, (tuple, set)):
+        return list(value)
+    return str(value)
+
+
+def _check_replaceable(out: Path) -> None:
+    if not out.exists():
+        if not out.parent.exists():
+            out.parent.mkdir(parents=True)
+        return
+    if not out.is_dir():
+        raise RankdistillError(f"--out {out} is a file; name a directory for the model")
+    if any(out.iterdir()) and not _is_model_dir(out):
+        raise RankdistillError(f"--out {out} exists and is not a rankdistill model directory; "
+                               "choose a new or empty directory")
+
+
+def _is_model_dir(path: Path) -> bool:
+    try:
+        return json.loads((path / CONFIG).read_text()).get("format") == FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def write_metrics(model_dir: str | Path, metrics: dict, path: str | Path | None = None) -> Path:
+    """metrics.json in ``model_dir`` (or ``path``), written atomically."""
+    target = Path(path) if path is not None else Path(model_dir) / METRICS
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    tmp.replace(target)
+    return target
+
+
+def load(path: str | Path, device: torch.device | str = "cpu") -> SavedModel:
+    """Load a model directory written by ``rankdistill train`` / ``distill`` (or :func:`save_model`)."""
+    path = Path(path)
+    if not path.exists():
+        raise RankdistillError(f"model directory {path} does not exist")
+    if not (path / CONFIG).exists():
+        raise RankdistillError(f"{path} is not a rankdistill model directory (no {CONFIG}); "
+                               "write one with rankdistill train --out")
+    try:
+        config = json.loads((path / CONFIG).read_text())
+    except (OSError, ValueError) as e:
+        raise RankdistillError(f"cannot read {path / CONFIG}: {e}") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
+        raise RankdistillError(f"{path / CONFIG} is not a rankdistill model config")
+    if config.get("version", 0) > VERSION:
+        raise RankdistillError(f"{path} was written by a newer rankdistill (model format {config['version']}, "
+                               f"this one reads {VERSION}); upgrade rankdistill")
+    for name in (WEIGHTS, USER_VOCAB, ITEM_VOCAB):
+        if not (path / name).exists():
+            raise RankdistillError(f"model directory {path} has no {name}; it is incomplete, write it again")
+    model_config = ModelConfig(**config["model"])
+    try:
+        user_vocab, item_vocab = IdVocab.load(path / USER_VOCAB), IdVocab.load(path / ITEM_VOCAB)
+    except Exception as e:  # fastparquet raises many types for damaged files
+        raise RankdistillError(f"cannot read the vocabularies of {path}: {type(e).__name__}: {e}") from None
+    n_users, n_items = config["n_users"], config["n_items"]
+    if (len(user_vocab), len(item_vocab)) != (n_users, n_items):
+        raise RankdistillError(f"model directory {path} is inconsistent: {CONFIG} says {n_users} users and "
+                               f"{n_items} items, the vocabularies hold {len(user_vocab)} and {len(item_vocab)}")
+    model = build_model(model_config, n_users, n_items, device)
+    try:
+        state = torch.load(path / WEIGHTS, map_location=device, weights_only=True)
+        model.load_state_dict(state)
+    except Exception as e:  # a truncated file raises from the unpickler or zipfile; shapes from load_state_dict
+        raise RankdistillError(f"cannot load {path / WEIGHTS}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    model.eval()
+    spec = DataSpec.from_dict(config["data"]) if "path" in config.get("data", {}) else None
+    return SavedModel(path, model, model_config, user_vocab, item_vocab, spec, dict(config.get("split", {})), config)

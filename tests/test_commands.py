@@ -1,0 +1,191 @@
+"""The offline-job commands end to end on tiny files the tests write: train -> evaluate -> distill ->
+recommend, data synth, and the dropped counts in report.json."""
+
+import argparse
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rankdistill.cli import main
+from rankdistill.commands import evaluate_model
+from rankdistill.data.synthetic import SyntheticConfig, make_synthetic
+
+FAST = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]
+KD = ["--kd-topk", "20", "--kd-samples", "4"]
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, tiny_frame):
+    """A CSV with string IDs and a teacher trained on it (shared by the tests of this module)."""
+    d = tmp_path_factory.mktemp("commands")
+    frame = tiny_frame.assign(user="u" + tiny_frame.user.astype(str), item="i" + tiny_frame.item.astype(str))
+    frame.to_csv(d / "log.csv", index=False)
+    assert main(["train", "--data", str(d / "log.csv"), "--out", str(d / "teacher"), "--dim", "16", *FAST]) == 0
+    return d
+
+
+def _evaluate(model, out=None):
+    return evaluate_model.main(argparse.Namespace(model=str(model), out=out))
+
+
+def test_train_writes_a_model_directory(workdir):
+    config = json.loads((workdir / "teacher" / "config.json").read_text())
+    assert config["name"] == "teacher" and config["model"]["embedding_dim"] == 16
+    assert config["split"] == {"kind": "temporal-leave-one-out"} and config["train"]["epochs"] == 2
+    assert set(config["metrics"]["metrics"]) == {"ndcg@10", "recall@10", "mrr@10", "ndcg@20", "recall@20", "mrr@20"}
+
+
+def test_evaluate_model_reproduces_the_training_metrics(workdir, capsys, tmp_path):
+    trained = json.loads((workdir / "teacher" / "metrics.json").read_text())["metrics"]
+    assert _evaluate(workdir / "teacher", str(tmp_path / "m.json")) == 0
+    printed = json.loads(capsys.readouterr().out)  # one JSON object
+    assert printed["metrics"] == trained and printed["users"] == 300 and printed["on"] == "test"
+    assert json.loads((tmp_path / "m.json").read_text()) == printed
+
+
+def test_evaluate_command_line_with_other_cutoffs(workdir, capsys, tmp_path):
+    trained = json.loads((workdir / "teacher" / "metrics.json").read_text())["metrics"]
+    out = tmp_path / "m.json"
+    assert main(["evaluate", "--model", str(workdir / "teacher"), "--k", "10,50", "--out", str(out)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["k"] == [10, 50] and printed["metrics"]["ndcg@10"] == trained["ndcg@10"]
+    assert "precision@50" in printed["metrics"] and json.loads(out.read_text()) == printed
+
+
+def test_evaluate_on_data_with_other_vocabularies_is_refused(workdir, tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    pd.read_csv(workdir / "log.csv").iloc[:-600].to_csv(other, index=False)
+    assert main(["evaluate", "--model", str(workdir / "teacher"), "--data", str(other)]) == 2
+    assert "has 300 users and 150 items but the data" in capsys.readouterr().err
+
+
+def test_distill_from_a_teacher_directory(workdir):
+    out = workdir / "student"
+    assert main(["distill", "--teacher", str(workdir / "teacher"), "--out", str(out), "--dim", "4", *KD, *FAST]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["name"] == "distilled" and config["model"]["embedding_dim"] == 4
+    assert config["teacher"]["path"] == str((workdir / "teacher").resolve()) and config["distill"]["kd"] == "listkl"
+    assert config["split"] == {"kind": "temporal-leave-one-out"} and config["data"]["path"].endswith("log.csv")
+
+
+def test_distill_refuses_a_teacher_of_other_data(workdir, tmp_path, capsys):
+    other = tmp_path / "other.csv"
+    pd.read_csv(workdir / "log.csv").iloc[:-600].to_csv(other, index=False)
+    args = ["distill", "--teacher", str(workdir / "teacher"), "--out", str(tmp_path / "s"), "--data", str(other)]
+    assert main([*args, *KD, *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "has 300 users and 150 items but the data" in err and "distil on the data the teacher was trained on" in err
+    assert not (tmp_path / "s").exists()
+
+
+def test_distill_refuses_another_split(workdir, tmp_path, capsys):
+    args = ["distill", "--teacher", str(workdir / "teacher"), "--out", str(tmp_path / "s"), "--split", "ratio"]
+    assert main([*args, *KD, *FAST]) == 2
+    assert "the teacher has seen the student's test interactions" in capsys.readouterr().err
+
+
+def test_recommend_writes_raw_ids_and_excludes_the_history(workdir, tmp_path, capsys):
+    out = tmp_path / "recs.parquet"
+    assert main(["recommend", "--model", str(workdir / "teacher"), "--k", "7", "--out", str(out)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    recs = pd.read_parquet(out, engine="fastparquet")
+    assert list(recs.columns) == ["user", "item", "score", "rank"]
+    assert summary["users_written"] == 300 and summary["rows"] == len(recs) == 300 * 7
+    assert recs["user"].str.startswith("u").all() and recs["item"].str.startswith("i").all()
+    assert recs.groupby("user")["rank"].apply(list).map(lambda r: r == list(range(1, 8))).all()
+    assert (recs.groupby("user")["score"].diff().dropna() <= 0).all()
+    # no training or validation item comes back: only the test item (the last in time) may
+    log = pd.read_csv(workdir / "log.csv").sort_values(["user", "timestamp"], kind="stable")
+    history = log.groupby("user").head(-1)
+    seen = recs.merge(history, on=["user", "item"])
+    assert len(seen) == 0
+
+
+def test_recommend_counts_unknown_and_repeated_users(workdir, tmp_path, capsys):
+    users = tmp_path / "users.txt"
+    users.write_text("u3\nnobody\nu5\nu3\nghost\n")
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", "--model", str(workdir / "teacher"), "--users", str(users), "--k", "3",
+                 "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    assert summary["users_requested"] == 5 and summary["unknown_users"] == 2 and summary["duplicate_users"] == 1
+    assert summary["unknown_examples"] == ["nobody", "ghost"] and summary["users_written"] == 2
+    assert "2 of 5 listed users are not known to the model" in captured.err
+    recs = pd.read_csv(out)
+    assert recs["user"].tolist() == ["u3"] * 3 + ["u5"] * 3  # in the order of the list
+
+
+def test_recommend_with_no_known_user_is_an_error(workdir, tmp_path, capsys):
+    users = tmp_path / "users.csv"
+    users.write_text("user\n1\n2\n")
+    assert main(["recommend", "--model", str(workdir / "teacher"), "--users", str(users), "--out",
+                 str(tmp_path / "r.parquet")]) == 2
+    err = capsys.readouterr().err
+    assert "none of the 2 users" in err and "its users look like u" in err
+
+
+def test_recommend_refuses_an_unknown_output_type(workdir, tmp_path, capsys):
+    assert main(["recommend", "--model", str(workdir / "teacher"), "--out", str(tmp_path / "r.xlsx")]) == 2
+    assert "--out must end in .parquet" in capsys.readouterr().err
+
+
+def test_data_synth_writes_parquet_and_csv(tmp_path, capsys):
+    args = ["--users", "50", "--items", "40", "--interactions", "600", "--seed", "2"]
+    assert main(["data", "synth", *args, "--out", str(tmp_path / "s.parquet")]) == 0
+    assert main(["data", "synth", *args, "--out", str(tmp_path / "s.csv")]) == 0
+    expected = make_synthetic(SyntheticConfig(users=50, items=40, interactions=600, seed=2))
+    pd.testing.assert_frame_equal(pd.read_parquet(tmp_path / "s.parquet", engine="fastparquet"), expected)
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "s.csv"), expected)
+    assert "wrote 600 interactions (50 users, 40 items)" in capsys.readouterr().out
+
+
+def test_data_synth_refuses_a_bad_extension(tmp_path, capsys):
+    assert main(["data", "synth", "--users", "50", "--items", "40", "--interactions", "600",
+                 "--out", str(tmp_path / "s.json")]) == 2
+    assert "--out must end in .parquet or .csv" in capsys.readouterr().err
+
+
+def test_data_synth_refuses_impossible_sizes(tmp_path, capsys):
+    assert main(["data", "synth", "--users", "50", "--items", "40", "--interactions", "10",
+                 "--out", str(tmp_path / "s.parquet")]) == 2
+    assert "synthetic interactions (10) must be at least" in capsys.readouterr().err
+
+
+def test_run_reports_every_dropped_interaction(tmp_path, tiny_frame):
+    rng = np.random.default_rng(0)
+    frame = tiny_frame.assign(rating=rng.integers(1, 6, len(tiny_frame)))
+    extra = pd.DataFrame({"user": [0, 9999], "item": [frame.item[frame.user == 0].iloc[0], 1],
+                          "timestamp": [2_000_000_000, 1], "rating": [5, 5]})  # a duplicate, a lone user
+    path = tmp_path / "rated.csv"
+    pd.concat([frame, extra], ignore_index=True).to_csv(path, index=False)
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(path), "--out", str(out), "--min-rating", "2", "--min-user-interactions", "3",
+                 "--teacher-dim", "8", "--student-dim", "4", *KD, *FAST]) == 0
+    d = json.loads((out / "report.json").read_text())["dataset"]
+    below = int((frame.rating < 2).sum())
+    assert d["dropped"]["below_min_rating"] == below and d["dropped"]["duplicates"] == 1
+    assert d["dropped"]["users_removed_by_k_core"] >= 1  # 9999 and users left with < 3 positives
+    accounted = sum(v for k, v in d["dropped"].items() if k in ("below_min_rating", "duplicates",
+                                                               "interactions_removed_by_k_core"))
+    assert d["interactions"] + accounted == len(frame) + 2
+    assert d["source"]["min_rating"] == 2 and d["split_options"] == {"kind": "temporal-leave-one-out"}
+
+
+def test_lightgcn_folder_trains_on_its_given_split(tmp_path):
+    folder = tmp_path / "lg"
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    train, test = [], []
+    for u in range(60):
+        items = rng.choice(40, size=8, replace=False)
+        train.append(" ".join(map(str, [u, *items[:6]])))
+        test.append(" ".join(map(str, [u, *items[6:]])))
+    (folder / "train.txt").write_text("\n".join(train) + "\n")
+    (folder / "test.txt").write_text("\n".join(test) + "\n")
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(folder), "--format", "lightgcn", "--out", str(out), "--dim", "8", *FAST]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["split"] == {"kind": "given", "seed": 0} and config["data"]["format"] == "lightgcn"

@@ -1,0 +1,130 @@
+"""Readers: every supported format on small files the tests write, IDs, timestamps, format detection."""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from rankdistill.data.io import Columns, detect_format, read_id_list, read_interactions
+from rankdistill.data.load import DataSpec, load_interactions
+from rankdistill.errors import RankdistillError
+
+ROWS = [("u1", "a", 10), ("u1", "b", 20), ("u2", "a", 15), ("u2", "c", 5)]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+def test_csv_with_default_columns(tmp_path):
+    df = read_interactions(_write(tmp_path / "log.csv", "user,item,timestamp\nu1,a,10\nu2,b,20\n"))
+    assert list(df.columns) == ["user", "item", "timestamp"]
+    assert df["user"].tolist() == ["u1", "u2"] and df["timestamp"].tolist() == [10, 20]
+
+
+def test_csv_with_column_names_set_by_options(tmp_path):
+    path = _write(tmp_path / "log.csv", "uid,sku,ts,stars,extra\n7,x,100,4.5,q\n8,y,200,2,q\n")
+    df = read_interactions(path, columns=Columns(user="uid", item="sku", timestamp="ts", rating="stars"))
+    assert list(df.columns) == ["user", "item", "timestamp", "rating"]
+    assert df["user"].tolist() == [7, 8] and df["rating"].tolist() == [4.5, 2.0]
+
+
+def test_tsv_and_tab_separated_file_named_csv(tmp_path):
+    text = "user\titem\n1\t2\n3\t4\n"
+    assert read_interactions(_write(tmp_path / "log.tsv", text))["item"].tolist() == [2, 4]
+    assert read_interactions(_write(tmp_path / "log.csv", text))["item"].tolist() == [2, 4]
+
+
+def test_parquet(tmp_path):
+    path = tmp_path / "log.parquet"
+    pd.DataFrame(ROWS, columns=["user", "item", "timestamp"]).to_parquet(path, engine="fastparquet", index=False)
+    df = read_interactions(path)
+    assert df["user"].tolist() == ["u1", "u1", "u2", "u2"] and df["timestamp"].dtype == np.int64
+
+
+def test_movielens_u_data(tmp_path):
+    path = _write(tmp_path / "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    df = read_interactions(path)
+    assert detect_format(path) == "movielens"
+    assert df.to_dict("list") == {"user": [196, 186], "item": [242, 302], "timestamp": [881250949, 891717742],
+                                  "rating": [3.0, 3.0]}
+
+
+def test_movielens_ratings_dat_double_colon(tmp_path):
+    path = _write(tmp_path / "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n")
+    df = read_interactions(path)
+    assert df["item"].tolist() == [1193, 661] and df["rating"].tolist() == [5.0, 3.0]
+    assert df["timestamp"].tolist() == [978300760, 978302109]
+
+
+def test_movielens_ratings_csv(tmp_path):
+    path = _write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,296,5.0,1147880044\n")
+    assert detect_format(path) == "movielens"
+    assert read_interactions(path).iloc[0].tolist() == [1, 296, 1147880044, 5.0]
+
+
+def test_movielens_folder_is_detected(tmp_path):
+    _write(tmp_path / "u.data", "1\t2\t3\t4\n")
+    assert detect_format(tmp_path) == "movielens"
+    assert load_interactions(tmp_path / "u.data").name == tmp_path.name
+
+
+def _lightgcn(folder: Path, train: str, test: str) -> Path:
+    folder.mkdir()
+    _write(folder / "train.txt", train)
+    _write(folder / "test.txt", test)
+    return folder
+
+
+def test_lightgcn_folder_keeps_given_test_split(tmp_path):
+    folder = _lightgcn(tmp_path / "gowalla", "0 0 1 2\n1 2 3\n2\n", "0 3\n1 0 1\n")
+    assert detect_format(folder) == "lightgcn"
+    df = read_interactions(folder)
+    assert df[~df.is_test][["user", "item"]].values.tolist() == [[0, 0], [0, 1], [0, 2], [1, 2], [1, 3]]
+    assert df[df.is_test][["user", "item"]].values.tolist() == [[0, 3], [1, 0], [1, 1]]
+    data = load_interactions(folder)
+    assert data.name == "gowalla" and data.timestamps is None and data.given_test.sum() == 3
+
+
+def test_format_can_be_forced(tmp_path):
+    path = _write(tmp_path / "interactions.log", "user,item\n1,2\n")
+    with pytest.raises(RankdistillError, match="pass --format"):
+        read_interactions(path)
+    assert read_interactions(path, format="csv")["item"].tolist() == [2]
+
+
+def test_integer_ids_stay_integers_and_zero_padded_ids_stay_strings(tmp_path):
+    df = read_interactions(_write(tmp_path / "log.csv", "user,item\n007,1\n7,2\n"))
+    assert df["user"].tolist() == ["007", "7"]  # two users, as the file spells them
+    assert df["item"].tolist() == [1, 2] and df["item"].dtype == np.int64
+
+
+def test_date_timestamps_parse_to_seconds(tmp_path):
+    path = _write(tmp_path / "log.csv", "user,item,timestamp\n1,2,1970-01-02\n1,3,1970-01-01T00:01:00Z\n")
+    assert read_interactions(path)["timestamp"].tolist() == [86400, 60]
+
+
+def test_an_id_spelled_na_is_an_id(tmp_path):
+    assert read_interactions(_write(tmp_path / "log.csv", "user,item\nNA,1\nnull,2\n"))["user"].tolist() == ["NA", "null"]
+
+
+def test_timestamp_column_can_be_ignored(tmp_path):
+    path = _write(tmp_path / "log.csv", "user,item,timestamp\n1,2,garbage\n")
+    assert "timestamp" not in read_interactions(path, columns=Columns(timestamp=""))
+
+
+def test_data_spec_round_trips_through_a_dict(tmp_path):
+    spec = DataSpec(str(tmp_path / "x.csv"), "csv", Columns(user="u"), 4.0, 3, 2)
+    assert DataSpec.from_dict(spec.to_dict()) == spec
+    assert DataSpec.from_dict(DataSpec().to_dict()) == DataSpec()
+
+
+def test_user_list_from_txt_csv_and_parquet(tmp_path):
+    assert read_id_list(_write(tmp_path / "u.txt", "196\n186\n\n")).tolist() == [196, 186]
+    assert read_id_list(_write(tmp_path / "u.csv", "user,other\nx,1\ny,2\n")).tolist() == ["x", "y"]
+    assert read_id_list(_write(tmp_path / "h.csv", "196\n186\n")).tolist() == [196, 186]  # no header
+    pq = tmp_path / "u.parquet"
+    pd.DataFrame({"customer": [5, 6]}).to_parquet(pq, engine="fastparquet", index=False)
+    assert read_id_list(pq).tolist() == [5, 6]  # the only column

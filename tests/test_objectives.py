@@ -1,0 +1,327 @@
+"""The distillation objective: candidate list, frozen teacher, cached-only mode, per-epoch state, registry."""
+
+import math
+
+import pytest
+import torch
+
+from rankdistill.config import DistillConfig, ModelConfig, TrainConfig
+from rankdistill.errors import RankdistillError
+from rankdistill.losses.registry import KD_LOSSES, parse_kd
+from rankdistill.losses.topk import discrepancy_weights, estimate_rank, position_weights, ranking_distillation
+from rankdistill.models.factory import build_model
+from rankdistill.train.knowledge import TeacherKnowledge
+from rankdistill.train.objectives import DistillationObjective, SupervisedObjective, gumbel_topk
+from rankdistill.train.trainer import Trainer
+
+CACHED_OK = [name for name, term in KD_LOSSES.items() if not term.needs_teacher]
+
+
+@pytest.fixture(scope="module")
+def teacher(tiny_split):
+    return build_model(ModelConfig(embedding_dim=8), tiny_split.n_users, tiny_split.n_items, seed=1)
+
+
+@pytest.fixture(scope="module")
+def knowledge(teacher, tiny_split):
+    return TeacherKnowledge.compute(teacher, tiny_split, k=20)
+
+
+def _student(split, seed=2):
+    return build_model(ModelConfig(embedding_dim=4), split.n_users, split.n_items, seed=seed)
+
+
+def _batch(split, b=32, s=16, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(split.train.nnz, (b,), generator=g)
+    users, pos = split.train.rows()[idx], split.train.indices[idx]
+    return users, pos, torch.randint(split.n_items, (s,), generator=g)
+
+
+def _config(kd, **kw):
+    return DistillConfig(kd=kd, topk=20, topk_samples=4, **kw)
+
+
+def _capture(objective, name):
+    """Make the term ``name`` record the KDBatch it sees."""
+    seen, term = [], objective.terms[name]
+    original = term.forward
+    term.forward = lambda b: (seen.append(b), original(b))[1]
+    return seen
+
+
+# -- every loss runs, online and cached ------------------------------------------------------------------
+@pytest.mark.parametrize("kd", list(KD_LOSSES))
+def test_every_loss_trains_a_step_online(kd, teacher, knowledge, tiny_split):
+    objective = DistillationObjective(teacher, knowledge, _config(kd), l2=0.01)
+    loss, parts = objective(_student(tiny_split), *_batch(tiny_split))
+    loss.backward()
+    assert torch.isfinite(loss) and kd in parts and math.isfinite(float(parts[kd]))
+
+
+@pytest.mark.parametrize("kd", CACHED_OK)
+def test_every_cached_capable_loss_runs_from_the_knowledge_alone(kd, knowledge, tiny_split):
+    objective = DistillationObjective(None, knowledge, _config(kd))
+    loss, parts = objective(_student(tiny_split), *_batch(tiny_split))
+    loss.backward()
+    assert torch.isfinite(loss) and kd in parts
+
+
+@pytest.mark.parametrize("kd", ["hint", "de", "listkl+hint"])
+def test_cached_mode_refuses_losses_that_need_the_teacher_weights(kd, knowledge):
+    with pytest.raises(RankdistillError, match="needs the teacher's weights"):
+        DistillationObjective(None, knowledge, _config(kd))
+
+
+def test_total_is_supervised_plus_weighted_terms(teacher, knowledge, tiny_split):
+    objective = DistillationObjective(teacher, knowledge, _config("listkl:0.5+mse:2"), l2=0.01)
+    loss, parts = objective(_student(tiny_split), *_batch(tiny_split))
+    expected = parts["softmax"] + parts["l2"] + 0.5 * parts["listkl"] + 2 * parts["mse"]
+    assert torch.isclose(loss, expected)
+
+
+def test_same_seed_same_loss(teacher, knowledge, tiny_split):
+    losses = [DistillationObjective(teacher, knowledge, _config("rrd+listkl"), seed=3)(_student(tiny_split),
+                                                                                      *_batch(tiny_split))[0]
+              for _ in range(2)]
+    assert losses[0] == losses[1]
+
+
+def test_no_kd_terms_is_the_supervised_objective(knowledge, tiny_split):
+    batch = _batch(tiny_split)
+    a, _ = DistillationObjective(None, knowledge, _config("none"))(_student(tiny_split), *batch)
+    b, _ = SupervisedObjective()(_student(tiny_split), *batch)
+    assert torch.isclose(a, b)
+
+
+# -- the frozen teacher, one lookup per table --------------------------------------------------------------
+def test_teacher_is_frozen(tiny_split, knowledge):
+    teacher = build_model(ModelConfig(embedding_dim=8), tiny_split.n_users, tiny_split.n_items, seed=1)
+    before = {k: v.clone() for k, v in teacher.state_dict().items()}
+    objective = DistillationObjective(teacher, knowledge, _config("listkl+hint"))
+    objective.train()
+    assert not teacher.training and not any(p.requires_grad for p in teacher.parameters())
+    student = _student(tiny_split)
+    for seed in range(2):
+        loss, _ = objective(student, *_batch(tiny_split, seed=seed))
+        loss.backward()
+    assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+
+
+def test_the_student_looks_up_each_table_once_per_step(teacher, knowledge, tiny_split):
+    student = _student(tiny_split)
+    objective = DistillationObjective(teacher, knowledge, _config("listkl+rd+dcd"))
+    objective(student, *_batch(tiny_split))  # dcd's once-per-epoch ranking of the catalogue (no_grad) is done
+    calls = {"user": 0, "item": 0}
+    for name in calls:
+        table = getattr(student, f"{name}_table")
+        original = table.forward
+
+        def counted(ids, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(ids)
+
+        table.forward = counted
+    objective(student, *_batch(tiny_split, seed=1))
+    assert calls == {"user": 1, "item": 1}
+
+
+# -- the candidate list ---------------------------------------------------------------------------------
+def test_candidate_list_layout_online(teacher, knowledge, tiny_split):
+    objective = DistillationObjective(teacher, knowledge, _config("listkl+rd", rd_k=3))
+    seen = _capture(objective, "listkl")
+    users, pos, negs = _batch(tiny_split)
+    student = _student(tiny_split)
+    objective(student, users, pos, negs)
+    b = seen[0]
+    assert b.topk == slice(1, 1 + 3 + 4) and b.n_own == 8 and b.negatives == slice(8, 8 + len(negs))
+    assert torch.equal(b.topk_ranks[:, :3], torch.arange(3).expand(len(users), -1))  # rd's fixed ranks
+    assert (b.topk_ranks.diff(dim=1) > 0).all()  # the teacher's order, no repeats
+    own = torch.cat([pos[:, None], knowledge.items[users[:, None], b.topk_ranks]], dim=1)
+    with torch.no_grad():
+        expected = student(users, own, negs).scores
+        teacher_scores = teacher(users, own, negs).scores
+    assert torch.allclose(b.student, expected, atol=1e-6) and torch.allclose(b.teacher, teacher_scores)
+    assert b.known.all() and b.teacher.shape == b.student.shape
+    topk_teacher = knowledge.scores[users[:, None], b.topk_ranks]
+    assert torch.allclose(b.teacher[:, b.topk], topk_teacher, atol=1e-5)  # the cache agrees with the teacher
+
+
+def test_cached_mode_knows_teacher_scores_only_for_top_k_items(knowledge, tiny_split):
+    objective = DistillationObjective(None, knowledge, _config("listkl"))
+    seen = _capture(objective, "listkl")
+    users, pos, negs = _batch(tiny_split)
+    objective(_student(tiny_split), users, pos, negs)
+    b = seen[0]
+    assert b.teacher.shape == b.known.shape == (len(users), b.n_own)  # no teacher scores for the negatives
+    assert not b.known[:, 0].any()  # nor for the observed item (training items are not in the top-K)
+    assert torch.equal(b.known[:, b.topk], knowledge.valid[users[:, None], b.topk_ranks])
+    assert torch.equal(b.teacher[:, b.topk], knowledge.scores[users[:, None], b.topk_ranks])
+
+
+def test_row_sampling_draws_each_row_apart_and_batch_sampling_shares_ranks(knowledge, tiny_split):
+    users = _batch(tiny_split, b=64)[0]
+    shared = DistillationObjective(None, knowledge, _config("listkl"))._sample_topk(users)[0]
+    per_row = DistillationObjective(None, knowledge, _config("listkl", topk_sampling="row"))._sample_topk(users)[0]
+    assert (shared == shared[:1]).all()
+    assert not (per_row == per_row[:1]).all()
+    assert (per_row.diff(dim=1) > 0).all()
+
+
+def test_short_teacher_lists_mask_their_padding(tiny_split):
+    items = torch.arange(20).expand(tiny_split.n_users, -1).clone()
+    scores = torch.linspace(1, 0, 20).expand(tiny_split.n_users, -1).clone()
+    scores[:, 2:] = float("-inf")  # every user has only two real entries
+    kn = TeacherKnowledge(items, scores, tiny_split.n_items)
+    objective = DistillationObjective(None, kn, _config("listkl", topk_sampling="row"))
+    seen = _capture(objective, "listkl")
+    loss, _ = objective(_student(tiny_split), *_batch(tiny_split))
+    b = seen[0]
+    assert b.valid[:, b.topk].sum(1).eq(2).all() and torch.isfinite(loss)
+
+
+def test_gumbel_topk_samples_in_proportion_to_the_weights():
+    g = torch.Generator().manual_seed(0)
+    log_w = torch.log(torch.tensor([[4.0, 2.0, 1.0, 1.0]])).expand(20000, -1)
+    picked, ok = gumbel_topk(log_w, 1, g)
+    freq = torch.bincount(picked[:, 0], minlength=4).float() / 20000
+    assert ok.all() and torch.allclose(freq, torch.tensor([0.5, 0.25, 0.125, 0.125]), atol=0.015)
+
+
+def test_gumbel_topk_without_replacement_and_with_impossible_positions():
+    g = torch.Generator().manual_seed(0)
+    log_w = torch.tensor([[0.0, float("-inf"), 0.0, 0.0]])
+    picked, ok = gumbel_topk(log_w, 4, g)
+    assert sorted(picked[0].tolist()) == [0, 1, 2, 3]
+    assert ok[0].tolist() == [True, True, True, False] and picked[0, 3] == 1
+
+
+def test_uninteresting_negatives_exclude_positive_and_teacher_top_k(knowledge, tiny_split):
+    objective = DistillationObjective(None, knowledge, _config("rrd"))
+    users, pos, _ = _batch(tiny_split, b=8)
+    negs = torch.cat([knowledge.items[users[0], :2], pos[1:2], knowledge.items[users[0], :1], torch.arange(5)])
+    got = objective._uninteresting(users, pos, negs)
+    for r in range(len(users)):
+        top = set(knowledge.items[users[r]].tolist())
+        expected = [n not in top and n != int(pos[r]) for n in negs.tolist()]
+        assert got[r].tolist() == expected
+
+
+# -- per-epoch state --------------------------------------------------------------------------------------
+def test_rd_uses_position_weights_then_discrepancy_weights_from_the_switch_epoch(knowledge, tiny_split):
+    cfg = _config("rd", rd_k=5, rd_dynamic_from=3)
+    objective = DistillationObjective(None, knowledge, cfg)
+    seen = _capture(objective, "rd")
+    student, batch = _student(tiny_split), _batch(tiny_split)
+    for epoch in (1, 2, 3):
+        objective.on_epoch_start(epoch)
+        _, parts = objective(student, *batch)
+        b = seen[-1]
+        s = b.student[:, 1:6]
+        weights = position_weights(5, cfg.rd_lambda)
+        if epoch >= 3:
+            student_ranks = estimate_rank(s, b.student[:, b.negatives], tiny_split.n_items)
+            weights = weights * discrepancy_weights(torch.arange(5), student_ranks, cfg.rd_mu)
+        assert torch.isclose(parts["rd"], ranking_distillation(s, weights, b.valid[:, 1:6]))
+
+
+def test_dcd_reranks_the_student_at_each_epoch_start(knowledge, tiny_split):
+    objective = DistillationObjective(None, knowledge, _config("dcd", dcd_samples=5))
+    student = _student(tiny_split)
+    objective(student, *_batch(tiny_split))
+    first = objective.dcd_state
+    objective(student, *_batch(tiny_split, seed=1))
+    assert objective.dcd_state is first  # same epoch: no re-ranking
+    objective.on_epoch_start(2)
+    objective(student, *_batch(tiny_split, seed=2))
+    assert objective.dcd_state is not first
+
+
+def test_dcd_samples_carry_their_teacher_ranks(knowledge, tiny_split):
+    objective = DistillationObjective(None, knowledge, _config("dcd", dcd_samples=5))
+    users = _batch(tiny_split)[0]
+    items, ranks, ok = objective._sample_dcd(_student(tiny_split), users)
+    assert items.shape == ranks.shape == ok.shape == (len(users), 10)
+    assert (ranks[:, :5] < knowledge.k).all()  # under-estimated: drawn from the teacher's top-K
+    student_top = objective.dcd_state[1]
+    for r, u in enumerate(users.tolist()):
+        teacher_list = knowledge.items[u].tolist()
+        for item, rank, real in zip(items[r].tolist(), ranks[r].tolist(), ok[r].tolist()):
+            if real:
+                assert (teacher_list[rank] == item) if rank < knowledge.k else (item not in teacher_list)
+        assert set(items[r, 5:][ok[r, 5:]].tolist()) <= set(student_top[u].tolist())  # over-estimated
+
+
+def test_dcd_needs_the_training_items(knowledge, tiny_split):
+    bare = TeacherKnowledge(knowledge.items, knowledge.scores, knowledge.n_items)  # e.g. loaded without a split
+    with pytest.raises(RankdistillError, match="training items"):
+        DistillationObjective(None, bare, _config("dcd"))
+    DistillationObjective(None, bare, _config("dcd"), exclude=tiny_split.train)
+
+
+def test_size_mismatch_between_teacher_and_knowledge_is_refused(teacher, tiny_split):
+    kn = TeacherKnowledge(torch.zeros(10, 5, dtype=torch.int64), torch.zeros(10, 5), tiny_split.n_items)
+    with pytest.raises(RankdistillError, match="300 users and 150 items but its knowledge has 10 users"):
+        DistillationObjective(teacher, kn, _config("listkl"))
+
+
+# -- learned modules of the objective ---------------------------------------------------------------------
+@pytest.mark.parametrize("kd", ["hint", "de"])
+def test_representation_modules_train_with_the_trainers_adam(kd, teacher, knowledge, tiny_split):
+    objective = DistillationObjective(teacher, knowledge, _config(kd))
+    trainer = Trainer(_student(tiny_split), tiny_split, objective, TrainConfig(epochs=1, batch_size=2048, negatives=16))
+    own = [p for p in objective.parameters() if p.requires_grad]
+    assert own and all(any(p is q for q in trainer.dense_params) for p in own)
+    trainer.train_epoch(1)
+    assert all(trainer.dense_optimizer.state[p]["step"] > 0 for p in own)  # lazy ones materialised and stepped
+
+
+def test_learned_modules_start_from_the_seed_not_the_global_random_state(teacher, knowledge):
+    torch.manual_seed(1)
+    a = DistillationObjective(teacher, knowledge, _config("de"), seed=5).terms.state_dict()
+    torch.manual_seed(2)
+    b = DistillationObjective(teacher, knowledge, _config("de"), seed=5).terms.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.endswith(("first.weight", "first.bias")))  # not lazy
+
+
+def test_two_epoch_run_with_stateful_losses(teacher, knowledge, tiny_split):
+    cfg = _config("rd+dcd+rrd", rd_k=3, dcd_samples=3, rd_dynamic_from=2)
+    objective = DistillationObjective(None, knowledge, cfg)
+    trainer = Trainer(_student(tiny_split), tiny_split, objective, TrainConfig(epochs=2, batch_size=1024, negatives=16))
+    fit = trainer.fit()
+    assert len(fit.history) == 2 and objective.epoch == 2
+    assert all(math.isfinite(v) for record in fit.history for v in record["loss"].values())
+
+
+# -- registry and configuration ---------------------------------------------------------------------------
+def test_parse_kd_names_and_weights():
+    assert parse_kd("soft_bce:0.5+listkl") == (("soft_bce", 0.5), ("listkl", 1.0))
+    assert parse_kd("none") == () and parse_kd("") == ()
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("nonsense", "unknown distillation loss 'nonsense'"),
+    ("listkl:abc", "is not a number"),
+    ("listkl:0", "finite number > 0"),
+    ("listkl:inf", "finite number > 0"),
+    ("listkl+listkl:2", "appears twice"),
+])
+def test_parse_kd_rejects_mistakes(spec, message):
+    with pytest.raises(RankdistillError, match=message):
+        parse_kd(spec)
+
+
+def test_every_registered_loss_has_help():
+    assert all(term.help for term in KD_LOSSES.values())
+
+
+def test_config_checks_loss_hyperparameters():
+    with pytest.raises(RankdistillError, match="rd_k \\(30\\) must be <= topk \\(20\\)"):
+        DistillConfig(kd="rd", topk=20, rd_k=30)
+    DistillConfig(kd="listkl", topk=5, topk_samples=4)  # rd_k and dcd_samples unused: not checked
+    with pytest.raises(RankdistillError, match="topk_sampling"):
+        DistillConfig(topk_sampling="sometimes")
+    with pytest.raises(RankdistillError, match="de_tau_end"):
+        DistillConfig(de_tau_start=0.1, de_tau_end=1.0)
+    with pytest.raises(RankdistillError, match="rd_mu must be > 0"):
+        DistillConfig(rd_mu=0)
