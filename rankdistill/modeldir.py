@@ -118,6 +118,9 @@ def save_model(path: str | Path, model: Ranker, model_config: ModelConfig, data:
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
         if metrics is not None:
             write_metrics(tmp, metrics)
+        for name in RUN_ARTIFACTS:  # the training run's checkpoints and logs stay with the model
+            if (out / name).exists():
+                (out / name).rename(tmp / name)
         if out.exists():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)
@@ -128,6 +131,9 @@ def save_model(path: str | Path, model: Ranker, model_config: ModelConfig, data:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return out
+
+
+RUN_ARTIFACTS = ("checkpoints", "train_log.jsonl", "tensorboard")  # written while training, before the model
 
 
 def _json_default(value: object) -> object:
@@ -145,7 +151,7 @@ def _check_replaceable(out: Path) -> None:
         return
     if not out.is_dir():
         raise RankdistillError(f"--out {out} is a file; name a directory for the model")
-    if any(out.iterdir()) and not _is_model_dir(out):
+    if any(p.name not in RUN_ARTIFACTS for p in out.iterdir()) and not _is_model_dir(out):
         raise RankdistillError(f"--out {out} exists and is not a rankdistill model directory; "
                                "choose a new or empty directory")
 

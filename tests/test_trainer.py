@@ -144,3 +144,21 @@ def test_kill_9_then_rerun_gives_the_same_report(tmp_path, tiny_frame):
     ref = json.loads((tmp_path / "ref" / "report.json").read_text())["models"]
     got = json.loads((out / "report.json").read_text())["models"]
     assert {k: v["metrics"] for k, v in got.items()} == {k: v["metrics"] for k, v in ref.items()}
+
+
+def test_train_command_checkpoints_and_resumes(tmp_path, tiny_frame):
+    from rankdistill.cli import main
+
+    data = tmp_path / "log.csv"
+    tiny_frame.to_csv(data, index=False)
+    args = ["train", "--data", str(data), "--out", str(tmp_path / "teacher"), "--dim", "8", "--epochs", "2",
+            "--batch-size", "512", "--negatives", "32", "--quiet"]
+    assert main(args) == 0
+    ckpt = tmp_path / "teacher" / "checkpoints" / "teacher" / "last.pt"
+    assert torch.load(ckpt, weights_only=False)["finished"]
+    log = (tmp_path / "teacher" / "train_log.jsonl").read_text().splitlines()
+    assert len(log) == 2
+    first = json.loads((tmp_path / "teacher" / "metrics.json").read_text())
+    assert main(args) == 0  # resumes from the finished checkpoint: no new epochs, same metrics
+    assert len((tmp_path / "teacher" / "train_log.jsonl").read_text().splitlines()) == 2
+    assert json.loads((tmp_path / "teacher" / "metrics.json").read_text()) == first

@@ -61,7 +61,7 @@ def main(args: argparse.Namespace) -> int:
             )
     else:
         split = make_split(data, **split_arguments(teacher.split_options))
-    trained = distill(split, teacher.model, config)
+    trained = distill(split, teacher.model, config, out_dir=args.out)  # checkpoints: resumable
     metrics = metrics_record(trained.metrics, split, config.ks)
     records = {"train": asdict(config.train), "distill": kd.to_dict(), "seed": args.seed, "ks": list(config.ks),
                "teacher": {"path": str(teacher.path.resolve()), "model": teacher.config["model"],

@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
     spec = DataSpec.from_args(args)
     data = spec.load()
     split = split_from_args(data, args)
-    trained = train_model(split, model_config, config, "teacher")
+    trained = train_model(split, model_config, config, "teacher", out_dir=args.out)  # checkpoints: resumable
     metrics = metrics_record(trained.metrics, split, config.ks)
     records = {"train": asdict(config.train), "seed": args.seed, "ks": list(config.ks), "fit": fit_record(trained)}
     save_model(args.out, trained.model, model_config, data, split, "teacher", records, metrics)
