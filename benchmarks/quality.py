@@ -60,13 +60,17 @@ def main() -> None:
     p.add_argument("--data", help="default: the embedded synthetic data")
     p.add_argument("--format")
     p.add_argument("--out", default="runs/quality")
-    p.add_argument("--methods", default="soft_bce,mse,listkl,listmle",
+    p.add_argument("--methods", default="mse,soft_bce,margin_mse,ranknet,listkl,listmle,rrd,rd,dcd,hint,de",
                    help="comma-separated --kd specs, each distilled separately")
+    p.add_argument("--kd-epochs", type=int, default=None, help="maximum epochs of each distilled student "
+                   "(default: --epochs)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a DistillConfig field for every distilled row, e.g. --set rd_dynamic_from=3")
     p.add_argument("--teacher-dim", type=int, default=128)
     p.add_argument("--student-dim", type=int, default=16)
     p.add_argument("--teacher-lr", type=float, default=0.05)
     p.add_argument("--student-lr", type=float, default=0.2)
-    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--patience", type=int, default=3)
     p.add_argument("--l2", type=float, default=0.01)
     p.add_argument("--temperature", type=float, default=1.0)
@@ -82,24 +86,31 @@ def main() -> None:
 
     data = load_interactions(args.data, args.format)
     split = make_split(data, None, args.seed)
+    overrides = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        field_type = type(getattr(DistillConfig(), key))
+        overrides[key] = field_type(value)
     run = RunConfig(teacher=ModelConfig(embedding_dim=args.teacher_dim, lr=args.teacher_lr),
                     student=ModelConfig(embedding_dim=args.student_dim, lr=args.student_lr),
                     train=TrainConfig(epochs=args.epochs, patience=args.patience, l2=args.l2),
-                    distill=DistillConfig(temperature=args.temperature), seed=args.seed)
+                    distill=DistillConfig(temperature=args.temperature, **overrides), seed=args.seed)
+    kd_run = replace(run, train=replace(run.train, epochs=args.kd_epochs or args.epochs))
     rows = []
     pop = Popularity(split.train)
     rows.append(row("popularity", "", TrainedModel(pop, None, evaluate(pop, split, "test", (10, 20), REPORT_METRICS)),
                     None, None))
-    teacher = train_model(split, run.teacher, run, "teacher")
-    student = train_model(split, run.student, run, "student")
+    # Every model checkpoints under OUT: an interrupted table resumes where it stopped.
+    teacher = train_model(split, run.teacher, run, "teacher", out_dir=out)
+    student = train_model(split, run.student, run, "student", out_dir=out)
     t, s = teacher.metrics, student.metrics
     rows += [row("teacher", "true labels", teacher, None, None), row("student", "true labels", student, None, None)]
     print(markdown(rows, ""), flush=True)
     knowledge = TeacherKnowledge.compute(teacher.model, split, run.distill.topk)
 
-    def distil(spec: str, teacher_model=teacher.model, know=knowledge, name="distilled") -> TrainedModel:
-        cfg = replace(run, distill=replace(run.distill, kd=spec))
-        return distill(split, teacher_model, cfg, name, know)
+    def distil(spec: str, teacher_model=teacher.model, know=knowledge, name=None) -> TrainedModel:
+        cfg = replace(kd_run, distill=replace(run.distill, kd=spec))
+        return distill(split, teacher_model, cfg, name or f"kd-{spec}", know, out_dir=out)
 
     singles = {}
     for spec in args.methods.split(","):
@@ -114,11 +125,11 @@ def main() -> None:
     best_single = max(singles, key=lambda k: singles[k].fit.best_valid["ndcg@20"])
     if not args.no_cross_family:
         mlp_run = replace(run, teacher=ModelConfig(kind="mlp", embedding_dim=args.teacher_dim // 2,
-                                                   mlp_layers=(128, 64), lr=args.teacher_lr))
-        mlp = train_model(split, mlp_run.teacher, mlp_run, "mlp-teacher")
+                                                   mlp_layers=(64, 32), lr=args.teacher_lr))
+        mlp = train_model(split, mlp_run.teacher, mlp_run, "mlp-teacher", out_dir=out)
         mlp_know = TeacherKnowledge.compute(mlp.model, split, run.distill.topk)
         rows.append(row("mlp teacher", "true labels", mlp, None, None))
-        rows.append(row("distilled from mlp", best_single, distil(best_single, mlp.model, mlp_know, "from-mlp"),
+        rows.append(row("distilled from mlp", best_single, distil(best_single, mlp.model, mlp_know, f"from-mlp-{best_single}"),
                         mlp.metrics, s))
     header = (f"# Quality on {data.name}: {data.n_users:,} users, {data.n_items:,} items, {len(data):,} interactions, "
               f"split {split.kind}, full ranking, selection on validation NDCG@20\n\n"

@@ -106,6 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="model directory to write for the student")
     p.add_argument("--dim", type=int, default=16, help="the student's embedding size")
     p.add_argument("--lr", type=float, default=0.2, help="the student's embedding learning rate")
+    p.add_argument("--knowledge", metavar="FILE.parquet", help="the teacher's top-K per user: reused when the "
+                   "file exists, else computed from the teacher and written there")
+    p.add_argument("--cached-only", action="store_true", help="distil from --knowledge alone: the teacher's "
+                   "weights take no part in training (losses that need them refuse)")
     _add_kd_args(p)
     _add_data_args(p, "the teacher's data, filters and split")
     _add_train_args(p)

@@ -16,6 +16,7 @@ import torch
 from rankdistill.config import DistillConfig, ModelConfig, TrainConfig
 from rankdistill.data.interactions import Interactions
 from rankdistill.data.split import Split, make_split
+from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.evaluator import evaluate
 from rankdistill.models.base import Ranker
 from rankdistill.models.factory import build_model
@@ -97,10 +98,16 @@ def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: s
     return TrainedModel(model, fit, evaluate(model, split, "test", run.ks, REPORT_METRICS))
 
 
-def distill(split: Split, teacher: Ranker, run: RunConfig, name: str = "distilled",
+def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "distilled",
             knowledge: TeacherKnowledge | None = None, out_dir: str | Path | None = None) -> TrainedModel:
-    """Train a student (``run.student``) on the true labels plus the distillation terms of ``run.distill``."""
-    knowledge = knowledge or TeacherKnowledge.compute(teacher, split, run.distill.topk)
+    """Train a student (``run.student``) on the true labels plus the distillation terms of ``run.distill``.
+
+    ``teacher=None`` distils from ``knowledge`` alone (the cached top-K lists and scores), without the
+    teacher's weights; losses that need the teacher's scores elsewhere or its embeddings refuse that."""
+    if knowledge is None:
+        if teacher is None:
+            raise RankdistillError("distillation needs a teacher or its cached knowledge (TeacherKnowledge)")
+        knowledge = TeacherKnowledge.compute(teacher, split, run.distill.topk)
     objective = DistillationObjective(teacher, knowledge, run.distill, run.train.loss, run.train.l2, run.seed)
     trained = train_model(split, run.student, run, name, objective, out_dir)
     trained.method = run.distill.kd

@@ -189,3 +189,31 @@ def test_lightgcn_folder_trains_on_its_given_split(tmp_path):
     assert main(["train", "--data", str(folder), "--format", "lightgcn", "--out", str(out), "--dim", "8", *FAST]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["split"] == {"kind": "given", "seed": 0} and config["data"]["format"] == "lightgcn"
+
+
+def test_distill_from_cached_knowledge_alone(tmp_path, tiny_frame):
+    from rankdistill.cli import main
+
+    data = tmp_path / "log.csv"
+    tiny_frame.to_csv(data, index=False)
+    quick = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "t"), "--dim", "16", *quick]) == 0
+    know = tmp_path / "knowledge.parquet"
+    args = ["distill", "--teacher", str(tmp_path / "t"), "--dim", "4", "--kd", "listkl", "--kd-topk", "20",
+            "--kd-samples", "4", "--knowledge", str(know), *quick]
+    assert main([*args, "--out", str(tmp_path / "s1")]) == 0
+    assert know.exists()  # computed from the teacher once and written
+    assert main([*args, "--out", str(tmp_path / "s2"), "--cached-only"]) == 0  # from the file alone
+    assert (tmp_path / "s2" / "weights.pt").exists()
+
+
+def test_cached_only_needs_a_knowledge_file(tmp_path, tiny_frame, capsys):
+    from rankdistill.cli import main
+
+    data = tmp_path / "log.csv"
+    tiny_frame.to_csv(data, index=False)
+    quick = ["--epochs", "1", "--batch-size", "512", "--negatives", "32", "--quiet"]
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "t"), "--dim", "8", *quick]) == 0
+    assert main(["distill", "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "s"), "--dim", "4",
+                 "--cached-only", *quick]) == 2
+    assert "--cached-only distils from a knowledge file" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from rankdistill.data.split import make_split, parse_cut, split_arguments
 from rankdistill.errors import RankdistillError
 from rankdistill.modeldir import load, save_model
 from rankdistill.pipeline import RunConfig, distill
+from rankdistill.train.knowledge import TeacherKnowledge
 
 
 def same_split(a: dict, b: dict) -> bool:
@@ -61,7 +62,13 @@ def main(args: argparse.Namespace) -> int:
             )
     else:
         split = make_split(data, **split_arguments(teacher.split_options))
-    trained = distill(split, teacher.model, config, out_dir=args.out)  # checkpoints: resumable
+    knowledge = None
+    if args.knowledge:  # reuse the teacher's cached top-K lists, or compute and write them once
+        knowledge = TeacherKnowledge.load_or_compute(args.knowledge, split, kd.topk, teacher.model)
+    elif args.cached_only:
+        raise RankdistillError("--cached-only distils from a knowledge file: give it with --knowledge FILE.parquet")
+    source = None if args.cached_only else teacher.model
+    trained = distill(split, source, config, knowledge=knowledge, out_dir=args.out)  # checkpoints: resumable
     metrics = metrics_record(trained.metrics, split, config.ks)
     records = {"train": asdict(config.train), "distill": kd.to_dict(), "seed": args.seed, "ks": list(config.ks),
                "teacher": {"path": str(teacher.path.resolve()), "model": teacher.config["model"],
