@@ -23,6 +23,7 @@ from rankdistill.models.factory import build_model
 from rankdistill.models.popularity import Popularity
 from rankdistill.train.knowledge import TeacherKnowledge
 from rankdistill.train.objectives import DistillationObjective, SupervisedObjective
+from rankdistill.train import distributed
 from rankdistill.train.callbacks import JsonlLog, Progress, TensorBoard
 from rankdistill.train.trainer import FitResult, Trainer
 
@@ -81,7 +82,12 @@ def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: s
 
     With ``out_dir``: checkpoints in ``out_dir/checkpoints/<name>/`` (a re-run resumes from them), one JSON
     line per epoch in ``out_dir/train_log.jsonl``, TensorBoard scalars in ``out_dir/tensorboard/`` when
-    tensorboard is installed."""
+    tensorboard is installed.
+
+    Under a process group (``torchrun``): torchrec's DistributedModelParallel shards the tables over the
+    processes (:mod:`rankdistill.train.distributed`); every process returns the same result."""
+    if distributed.active():
+        return distributed.train_sharded(split, model_config, run, name, objective, out_dir)
     model = build_model(model_config, split.n_users, split.n_items, run.device, seed=run.seed)
     objective = objective or SupervisedObjective(run.train.loss, run.train.l2)
     callbacks = [] if run.quiet else [Progress(name)]

@@ -6,6 +6,11 @@ is its own bag of length one (SUM pooling), which is the layout fbgemm's TBE ker
 updated while gradients are computed, so there is no dense gradient and no ``step()`` for the table.
 
 CPU kernels support SGD, Adagrad and row-wise Adagrad; on CUDA Adam is available too.
+
+``fused=False`` builds a plain :class:`torchrec.EmbeddingBagCollection` instead, with the optimizer attached by
+``_apply_optimizer_in_backward``: the form torchrec's DistributedModelParallel shards (it then runs the same
+fused kernel on each shard; see :mod:`rankdistill.train.distributed`). Unsharded, such a table is slow (dense
+gradients); build it on ``device="meta"`` when it is only a blueprint for DMP.
 """
 
 from __future__ import annotations
@@ -18,7 +23,9 @@ import torch
 logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 import torchrec.optim as trec_optim  # noqa: E402
 from torch import nn
+from torch.distributed.optim import _apply_optimizer_in_backward  # noqa: E402
 from torchrec.modules.embedding_configs import EmbeddingBagConfig, PoolingType
+from torchrec.modules.embedding_modules import EmbeddingBagCollection
 from torchrec.modules.fused_embedding_modules import FusedEmbeddingBagCollection
 from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
@@ -42,20 +49,26 @@ class EmbeddingTable(nn.Module):
         lr: float = 0.05,
         init_std: float = 0.1,
         device: torch.device | str = "cpu",
+        fused: bool = True,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise RankdistillError(f"unknown embedding optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
         device = torch.device(device)
-        if optimizer == "adam" and device.type != "cuda":
+        if optimizer == "adam" and device.type not in ("cuda", "meta"):
             raise RankdistillError("the fused 'adam' embedding optimizer runs on CUDA only; on CPU use rowwise_adagrad")
         self.name, self.num_embeddings, self.dim = name, num_embeddings, dim
         config = EmbeddingBagConfig(
             name=name, embedding_dim=dim, num_embeddings=num_embeddings, feature_names=[name], pooling=PoolingType.SUM
         )
-        self.ebc = FusedEmbeddingBagCollection(
-            tables=[config], optimizer_type=OPTIMIZERS[optimizer], optimizer_kwargs={"lr": lr}, device=device
-        )
+        self.fused = fused
+        if fused:
+            self.ebc = FusedEmbeddingBagCollection(
+                tables=[config], optimizer_type=OPTIMIZERS[optimizer], optimizer_kwargs={"lr": lr}, device=device
+            )
+        else:  # a blueprint for DMP: the sharder reads the in-backward optimizer and picks the fused kernel
+            self.ebc = EmbeddingBagCollection(tables=[config], device=device)
+            _apply_optimizer_in_backward(OPTIMIZERS[optimizer], self.ebc.parameters(), {"lr": lr})
         with torch.no_grad():
             self.weight.normal_(0.0, init_std)
 

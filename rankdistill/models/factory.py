@@ -10,13 +10,18 @@ from rankdistill.models.mlp import MLPRanker
 from rankdistill.models.two_tower import TwoTower
 
 
-def build_model(config: ModelConfig, n_users: int, n_items: int, device: torch.device | str = "cpu", seed: int = 0) -> Ranker:
-    """A freshly initialised ranker; the same seed gives the same initial weights."""
+def build_model(config: ModelConfig, n_users: int, n_items: int, device: torch.device | str = "cpu", seed: int = 0,
+                fused: bool = True) -> Ranker:
+    """A freshly initialised ranker; the same seed gives the same initial weights.
+
+    ``fused=False``: plain torchrec tables with the optimizer applied in backward, the form
+    DistributedModelParallel shards (build them on ``device="meta"`` and load the fused model's weights after
+    sharding: the two kinds draw different initial values)."""
     torch.manual_seed(seed)
     if config.kind == "two_tower":
         return TwoTower(n_users, n_items, config.embedding_dim, config.tower_layers, config.optimizer, config.lr,
-                        config.init_std, device)
+                        config.init_std, device, fused)
     if config.kind == "mlp":
         return MLPRanker(n_users, n_items, config.embedding_dim, config.mlp_layers, config.optimizer, config.lr,
-                         config.init_std, device)
+                         config.init_std, device, fused=fused)
     raise ValueError(f"unknown model kind {config.kind!r}")

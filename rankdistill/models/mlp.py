@@ -31,6 +31,7 @@ class MLPRanker(Ranker):
         init_std: float = 0.1,
         device: torch.device | str = "cpu",
         block_elements: int = 1 << 24,
+        fused: bool = True,  # False: plain torchrec tables for DistributedModelParallel (EmbeddingTable)
     ) -> None:
         super().__init__()
         if not mlp_layers:
@@ -39,8 +40,8 @@ class MLPRanker(Ranker):
         self.mlp_layers = tuple(mlp_layers)
         self._init = dict(optimizer=optimizer, lr=lr, init_std=init_std)
         self.block_elements = block_elements  # bound on C × items-block × width in score_all
-        self.user_table = EmbeddingTable("user", n_users, embedding_dim, optimizer, lr, init_std, device)
-        self.item_table = EmbeddingTable("item", n_items, embedding_dim, optimizer, lr, init_std, device)
+        self.user_table = EmbeddingTable("user", n_users, embedding_dim, optimizer, lr, init_std, device, fused)
+        self.item_table = EmbeddingTable("item", n_items, embedding_dim, optimizer, lr, init_std, device, fused)
         widths = (2 * embedding_dim, *self.mlp_layers)
         self.first = nn.Linear(widths[0], widths[1]).to(device)
         rest: list[nn.Module] = []

@@ -37,13 +37,14 @@ class TwoTower(DotProductRanker):
         lr: float = 0.05,
         init_std: float = 0.1,
         device: torch.device | str = "cpu",
+        fused: bool = True,  # False: plain torchrec tables for DistributedModelParallel (EmbeddingTable)
     ) -> None:
         super().__init__()
         self.n_users, self.n_items, self.embedding_dim = n_users, n_items, embedding_dim
         self.tower_layers = tuple(tower_layers)
         self._init = dict(optimizer=optimizer, lr=lr, init_std=init_std)
-        self.user_table = EmbeddingTable("user", n_users, embedding_dim, optimizer, lr, init_std, device)
-        self.item_table = EmbeddingTable("item", n_items, embedding_dim, optimizer, lr, init_std, device)
+        self.user_table = EmbeddingTable("user", n_users, embedding_dim, optimizer, lr, init_std, device, fused)
+        self.item_table = EmbeddingTable("item", n_items, embedding_dim, optimizer, lr, init_std, device, fused)
         self.user_tower = _tower(embedding_dim, self.tower_layers).to(device)
         self.item_tower = _tower(embedding_dim, self.tower_layers).to(device)
 
