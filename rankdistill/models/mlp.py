@@ -51,10 +51,12 @@ class MLPRanker(Ranker):
         self.rest = nn.Sequential(*rest).to(device)
 
     def _score(self, u: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
-        """u [B, D], i [B, L, D] -> [B, L]"""
+        """u [B, D], i [B, L, D] or [1, S, D] (items shared by every row) -> [B, L] or [B, S].
+
+        The first layer is split (W_u e_u + W_i e_i), so a shared item's half is computed once, not B times."""
         d = self.embedding_dim
         w = self.first.weight  # [H, 2D]
-        h = (u @ w[:, :d].T)[:, None, :] + i @ w[:, d:].T + self.first.bias
+        h = (u @ w[:, :d].T)[:, None, :] + i @ w[:, d:].T + self.first.bias  # [B, L, H] by broadcasting
         return self.rest(h).squeeze(-1)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None) -> Forward:
@@ -66,7 +68,7 @@ class MLPRanker(Ranker):
         if shared is None:
             return Forward(scores, u, i, None, u, i, None)
         s = rows[b * l :]
-        shared_scores = self._score(u, s[None].expand(b, -1, -1))
+        shared_scores = self._score(u, s[None])
         return Forward(torch.cat([scores, shared_scores], dim=1), u, i, s, u, i, s)
 
     @torch.no_grad()
