@@ -155,9 +155,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+SHARDED_COMMANDS = ("train", "distill")  # the commands that train with DistributedModelParallel under torchrun
+
+
 def main(argv: list[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
+        if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in SHARDED_COMMANDS:
+            raise RankdistillError(f"'rankdistill {args.command}' runs in one process; under torchrun only "
+                                   f"{' and '.join(SHARDED_COMMANDS)} are sharded (start it without torchrun)")
         module, _, func = args.handler.partition(":")  # commands import torch lazily: --help stays fast
         return getattr(importlib.import_module(module), func)(args)
     except RankdistillError as e:

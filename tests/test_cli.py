@@ -81,3 +81,9 @@ def test_bad_sizes_is_status_2(capsys):
 def test_embedding_dim_not_multiple_of_4_is_status_2(capsys):
     assert main(["run", "--student-dim", "6"]) == 2
     assert "embedding_dim must be a multiple of 4" in capsys.readouterr().err
+
+
+def test_single_process_commands_refuse_torchrun(monkeypatch, capsys):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["run", "--quiet"]) == 2
+    assert "under torchrun only train and distill are sharded" in capsys.readouterr().err
