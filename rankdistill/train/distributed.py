@@ -56,7 +56,7 @@ from rankdistill.models.embedding import EmbeddingTable
 from rankdistill.models.factory import build_model
 from rankdistill.train.checkpoint import Checkpointer, fingerprint
 from rankdistill.train.schedule import lr_factor
-from rankdistill.train.trainer import FitResult, NonFiniteLoss
+from rankdistill.train.trainer import FitResult, NonFiniteLoss, restore_loop_state, rng_state
 
 if TYPE_CHECKING:
     from rankdistill.pipeline import RunConfig, TrainedModel
@@ -591,14 +591,12 @@ class ShardedFit:
     # -- checkpoints -----------------------------------------------------------------------------------
     def local_state(self) -> dict:
         """This rank's part of the training state (CPU tensors); every rank must call it together."""
-        gen = getattr(self.objective, "generator", None)
         objective = {k: v for k, v in self.objective.state_dict().items() if not k.startswith("teacher.")}
         return local_copy({
             "model": self.dmp.state_dict(), "tables": self.dmp.fused_optimizer.state_dict(),
             "dense_optimizer": self.dense_optimizer.state_dict() if self.dense_optimizer else None,
             "objective": objective, "step": self.step,
-            "rng": {"trainer": self.generator.get_state(), "objective": gen.get_state() if gen is not None else None,
-                    "torch": torch.get_rng_state()},
+            "rng": rng_state(self),
         })
 
     def load_local_state(self, state: dict) -> None:
@@ -608,15 +606,7 @@ class ShardedFit:
         tables = self.dmp.fused_optimizer.state_dict()
         copy_local_into(tables, state["tables"])
         self.dmp.fused_optimizer.load_state_dict(tables)
-        if self.dense_optimizer is not None and state["dense_optimizer"] is not None:
-            self.dense_optimizer.load_state_dict(state["dense_optimizer"])
-        self.objective.load_state_dict(state["objective"], strict=False)
-        self.generator.set_state(state["rng"]["trainer"])
-        gen = getattr(self.objective, "generator", None)
-        if gen is not None and state["rng"]["objective"] is not None:
-            gen.set_state(state["rng"]["objective"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.step = state["step"]
+        restore_loop_state(self, state)
 
     def _save(self, epoch, best, best_state, best_epoch, since, history, seconds, finished) -> None:
         ranks = [None] * self.world if self.rank == 0 else None

@@ -193,7 +193,6 @@ class Trainer:
         return {k: v for k, v in self.objective.state_dict().items() if not k.startswith("teacher.")}
 
     def _state(self, epoch, best, best_state, best_epoch, since, history, seconds, finished) -> dict:
-        gen = getattr(self.objective, "generator", None)
         return {
             "epoch": epoch, "step": self.step, "best": best, "best_state": best_state, "best_epoch": best_epoch,
             "since": since, "history": history, "seconds": seconds, "finished": finished,
@@ -201,23 +200,35 @@ class Trainer:
             "tables": [t.optimizer.state_dict() for t in self.model.tables()],
             "dense_optimizer": self.dense_optimizer.state_dict() if self.dense_optimizer else None,
             "objective": self._objective_state(),
-            "rng": {"trainer": self.generator.get_state(), "objective": gen.get_state() if gen is not None else None,
-                    "torch": torch.get_rng_state()},
+            "rng": rng_state(self),
         }
 
     def _restore(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         for table, opt_state in zip(self.model.tables(), state["tables"]):
             table.optimizer.load_state_dict(opt_state)
-        if self.dense_optimizer is not None and state["dense_optimizer"] is not None:
-            self.dense_optimizer.load_state_dict(state["dense_optimizer"])
-        self.objective.load_state_dict(state["objective"], strict=False)
-        self.generator.set_state(state["rng"]["trainer"])
-        gen = getattr(self.objective, "generator", None)
-        if gen is not None and state["rng"]["objective"] is not None:
-            gen.set_state(state["rng"]["objective"])
-        torch.set_rng_state(state["rng"]["torch"])
-        self.step = state["step"]
+        restore_loop_state(self, state)
+
+
+def rng_state(trainer) -> dict:
+    """Every random generator of a training loop (trainer's, objective's, torch's), for a checkpoint."""
+    gen = getattr(trainer.objective, "generator", None)
+    return {"trainer": trainer.generator.get_state(), "objective": gen.get_state() if gen is not None else None,
+            "torch": torch.get_rng_state()}
+
+
+def restore_loop_state(trainer, state: dict) -> None:
+    """The dense optimizer, objective, random generators and step of a checkpoint, back into ``trainer``
+    (shared by the single-process and the sharded trainer; each restores its own tables)."""
+    if trainer.dense_optimizer is not None and state["dense_optimizer"] is not None:
+        trainer.dense_optimizer.load_state_dict(state["dense_optimizer"])
+    trainer.objective.load_state_dict(state["objective"], strict=False)
+    trainer.generator.set_state(state["rng"]["trainer"])
+    gen = getattr(trainer.objective, "generator", None)
+    if gen is not None and state["rng"]["objective"] is not None:
+        gen.set_state(state["rng"]["objective"])
+    torch.set_rng_state(state["rng"]["torch"])
+    trainer.step = state["step"]
 
 
 class NonFiniteLoss(Exception):
