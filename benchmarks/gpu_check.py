@@ -266,12 +266,16 @@ def compare(make_model, split_cpu_fn, device: torch.device, ks=(10, 20)) -> dict
 def check_rows(name: str, c: dict) -> list[tuple[str, str, str]]:
     close = c["score_max_abs_diff"] <= 1e-4 * max(1.0, c["score_scale"])
     equal = c["metrics_max_abs_diff"] <= 1e-6
+    # Lists may differ only where fp32 scores of two items are within rounding of each other (CPU and GPU
+    # kernels round differently); the ranked scores then agree to ~1e-7 and the metrics move by ~1e-6.
+    near_ties = c["topk_score_max_abs_diff"] <= 1e-5 * max(1.0, c["score_scale"])
+    verdict = "equal" if equal else "equal up to near-ties" if near_ties else "DIFFER"
     shown = ", ".join(f"{k} {v:.4f}" for k, v in c["metrics_cpu"].items() if k.endswith("@20"))
     return [
         (f"{name}: scores", "close" if close else "DIFFER", f"max |device-cpu| {c['score_max_abs_diff']:.2e}"),
         (f"{name}: top-20 lists", f"{100 * c['topk_lists_identical']:.2f}% identical",
          f"max score diff {c['topk_score_max_abs_diff']:.2e}"),
-        (f"{name}: test metrics", "equal" if equal else "DIFFER", f"max diff {c['metrics_max_abs_diff']:.1e}; {shown}"),
+        (f"{name}: test metrics", verdict, f"max diff {c['metrics_max_abs_diff']:.1e}; {shown}"),
     ]
 
 
