@@ -55,6 +55,15 @@ def _add_kd_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kd-samples", type=int, default=dd.topk_samples, help="top-K items sampled per example")
 
 
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="two_tower", choices=["two_tower", "mlp"],
+                   help="two_tower: dot product of user and item vectors (MF without --tower-layers), servable by "
+                   "nearest-neighbour search; mlp: user and item embeddings concatenated and scored by an MLP")
+    g.add_argument("--tower-layers", default="", help="two_tower: widths of the MLP on each side, e.g. 64,32")
+    g.add_argument("--mlp-layers", default="64,32", help="mlp: hidden widths of the scoring MLP")
+
+
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     from rankdistill.config import TrainConfig
 
@@ -98,6 +107,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_train_args(p)
     p.add_argument("--out", required=True, help="model directory to write (config, vocabularies, weights)")
     p.add_argument("--dim", type=int, default=128, help="embedding size")
+    _add_model_args(p)
     p.add_argument("--lr", type=float, default=0.05, help="embedding learning rate")
     p.set_defaults(handler="rankdistill.commands.train:main")
 
@@ -105,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher", required=True, help="the teacher's model directory")
     p.add_argument("--out", required=True, help="model directory to write for the student")
     p.add_argument("--dim", type=int, default=16, help="the student's embedding size")
+    _add_model_args(p)
     p.add_argument("--lr", type=float, default=0.2, help="the student's embedding learning rate")
     p.add_argument("--knowledge", metavar="FILE.parquet", help="the teacher's top-K per user: reused when the "
                    "file exists, else computed from the teacher and written there")

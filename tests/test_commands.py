@@ -217,3 +217,28 @@ def test_cached_only_needs_a_knowledge_file(tmp_path, tiny_frame, capsys):
     assert main(["distill", "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "s"), "--dim", "4",
                  "--cached-only", *quick]) == 2
     assert "--cached-only distils from a knowledge file" in capsys.readouterr().err
+
+
+def test_mlp_teacher_distilled_into_two_tower_student_from_the_command_line(tmp_path, tiny_frame):
+    import json
+
+    import rankdistill
+    from rankdistill.cli import main
+
+    data = tmp_path / "log.csv"
+    tiny_frame.to_csv(data, index=False)
+    quick = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]
+    assert main(["train", "--data", str(data), "--out", str(tmp_path / "t"), "--dim", "16", "--model", "mlp",
+                 "--mlp-layers", "16,8", *quick]) == 0
+    assert main(["distill", "--teacher", str(tmp_path / "t"), "--out", str(tmp_path / "s"), "--dim", "4",
+                 "--kd-topk", "20", "--kd-samples", "4", *quick]) == 0
+    assert json.loads((tmp_path / "t" / "config.json").read_text())["model"]["kind"] == "mlp"
+    student = rankdistill.load(tmp_path / "s")
+    assert student.model_config.kind == "two_tower"  # servable by nearest-neighbour search
+
+
+def test_bad_layer_widths_is_status_2(tmp_path, capsys):
+    from rankdistill.cli import main
+
+    assert main(["train", "--out", str(tmp_path / "t"), "--model", "mlp", "--mlp-layers", "16,x"]) == 2
+    assert "--mlp-layers must be comma-separated integers" in capsys.readouterr().err

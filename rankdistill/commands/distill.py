@@ -12,7 +12,7 @@ import argparse
 from dataclasses import asdict
 
 from rankdistill.commands.train import fit_record, metrics_record, split_args_given, split_from_args, summary_line
-from rankdistill.config import DistillConfig, ModelConfig
+from rankdistill.config import DistillConfig
 from rankdistill.data.load import DataSpec
 from rankdistill.data.split import make_split, parse_cut, split_arguments
 from rankdistill.errors import RankdistillError
@@ -43,10 +43,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from rankdistill.commands.run import configure_torch, train_config
+    from rankdistill.commands.run import configure_torch, model_config, train_config
 
     configure_torch(args.threads)
-    student = ModelConfig(embedding_dim=args.dim, lr=args.lr)
+    student = model_config(args)
     kd = DistillConfig(kd=args.kd, temperature=args.temperature, topk=args.kd_topk, topk_samples=args.kd_samples)
     device = distributed.process_device()  # the CPU, or this rank's GPU under torchrun with NCCL
     config = RunConfig(student=student, train=train_config(args), distill=kd, seed=args.seed, quiet=args.quiet,

@@ -33,6 +33,20 @@ def parse_sizes(text: str | None) -> tuple[int, ...]:
     return sizes
 
 
+def model_config(args: argparse.Namespace) -> ModelConfig:
+    """The ModelConfig of --dim, --lr, --model, --tower-layers and --mlp-layers (train and distill)."""
+    return ModelConfig(kind=args.model, embedding_dim=args.dim, lr=args.lr,
+                       tower_layers=parse_widths(args.tower_layers, "--tower-layers"),
+                       mlp_layers=parse_widths(args.mlp_layers, "--mlp-layers"))
+
+
+def parse_widths(text: str, option: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise RankdistillError(f"{option} must be comma-separated integers like 64,32, got {text!r}") from None
+
+
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the training options every training command shares (cli._add_train_args)."""
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, negatives=args.negatives, loss=args.loss,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from rankdistill.config import ModelConfig
 from rankdistill.data.interactions import Interactions
 from rankdistill.data.load import DataSpec
 from rankdistill.data.split import Split, make_split
@@ -58,20 +57,20 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from rankdistill.commands.run import configure_torch, train_config
+    from rankdistill.commands.run import configure_torch, model_config, train_config
 
     configure_torch(args.threads)
-    model_config = ModelConfig(embedding_dim=args.dim, lr=args.lr)
-    config = RunConfig(teacher=model_config, train=train_config(args), seed=args.seed, quiet=args.quiet,
+    model_cfg = model_config(args)
+    config = RunConfig(teacher=model_cfg, train=train_config(args), seed=args.seed, quiet=args.quiet,
                        device=str(distributed.process_device()))
     spec = DataSpec.from_args(args)
     data = spec.load()
     split = split_from_args(data, args)
-    trained = train_model(split, model_config, config, "teacher", out_dir=args.out)  # checkpoints: resumable
+    trained = train_model(split, model_cfg, config, "teacher", out_dir=args.out)  # checkpoints: resumable
     if not distributed.is_main_process():  # under torchrun rank 0 writes the model
         return 0
     metrics = metrics_record(trained.metrics, split, config.ks)
     records = {"train": asdict(config.train), "seed": args.seed, "ks": list(config.ks), "fit": fit_record(trained)}
-    save_model(args.out, trained.model, model_config, data, split, "teacher", records, metrics)
+    save_model(args.out, trained.model, model_cfg, data, split, "teacher", records, metrics)
     print(summary_line("teacher", args.out, trained, split))
     return 0
