@@ -33,7 +33,7 @@ EXAMPLES = 5
 def top_k(model: Ranker, split: Split, users: np.ndarray, k: int, chunk: int = 4096) -> pd.DataFrame:
     """Rows (user, item, score, rank) of row indices: up to ``k`` items per user of ``users`` [U] (in that
     order), best first; training and validation items and untrained items excluded."""
-    exclude = split.train.union(split.valid)
+    exclude = split.seen_before_test
     untrained = np.bincount(split.train.indices.numpy(), minlength=split.n_items) == 0
     k_fetch = min(k + int(untrained.sum()), split.n_items)  # enough to drop the untrained ones afterwards
     order = np.argsort(users, kind="stable")  # rank_all wants ascending users

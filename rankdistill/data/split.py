@@ -22,6 +22,7 @@ brought from reading and filtering.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -45,6 +46,12 @@ class Split:
     test: Csr
     dropped: dict[str, int] = field(default_factory=dict)
     options: dict = field(default_factory=dict)  # what make_split needs to cut the same split again
+
+    @cached_property
+    def seen_before_test(self) -> Csr:
+        """Each user's training and validation items, on the CPU: what test-time ranking masks. Built once
+        per split (every test evaluation, fidelity pass and recommendation needs it)."""
+        return self.train.to("cpu").union(self.valid.to("cpu"))
 
     def train_pairs(self) -> tuple[np.ndarray, np.ndarray]:
         """(users [nnz], items [nnz]) of the training interactions."""

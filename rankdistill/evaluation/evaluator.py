@@ -312,7 +312,7 @@ def targets(split: Split, on: str) -> tuple[Csr, Csr]:
     """(relevant items, items to mask) for evaluating on ``on``: valid masks train; test masks train+valid.
     Both on the CPU (the union is built there)."""
     if on == "test":
-        return split.test.to("cpu"), split.train.to("cpu").union(split.valid.to("cpu"))
+        return split.test.to("cpu"), split.seen_before_test
     if on == "valid":
         return split.valid.to("cpu"), split.train.to("cpu")
     raise ValueError(f"on must be 'test' or 'valid', got {on!r}")

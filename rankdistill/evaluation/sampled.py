@@ -109,7 +109,7 @@ def evaluate_sampled_per_user(
     if negatives < 1:
         raise RankdistillError(f"negatives must be >= 1, got {negatives}")
     relevant, _ = targets(split, on)
-    history = split.train.to("cpu").union(split.valid.to("cpu")).union(split.test.to("cpu"))
+    history = split.seen_before_test.union(split.test.to("cpu"))
     users = (relevant.lengths() > 0).nonzero().squeeze(1)
     pair_rows, pos_items = rows_of(relevant, users)  # one pair per held-out item, on the CPU
     pair_users = users[pair_rows]
