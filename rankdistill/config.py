@@ -104,6 +104,14 @@ class DistillConfig:
     de_tau_start: float = 1.0  # Gumbel-softmax temperature of the expert selection at epoch 1 ...
     de_tau_end: float = 0.01  # ... annealed geometrically to this at epoch de_anneal_epochs, then held
     de_anneal_epochs: int = 20
+    # rce: rejuvenated cross-entropy (Zhu & Zhang, ICLR 2026). Defaults: the authors' Gowalla MF config
+    # (woriazzc/KDs configs/gowalla/bpr/mkd.yaml, mkd_* there). Its K is topk (mkd_K = 100); its weight there,
+    # lmbda = 10 against a BPR loss summed like it over the batch, is the --kd weight: --kd rce:10
+    rce_pool: int = 100  # the student's top list the closure items are drawn from (mkd_mxK); max(rce_pool, topk)
+    rce_samples: int = 50  # closure items drawn per user from that list (mkd_L)
+    rce_sample_temperature: float = 10.0  # drawn ∝ exp(min(c, 50) / T), c: teacher items at or below (mkd_T)
+    rce_beta: float = 5.0  # mix γ = exp(-rce_beta · |teacher top-K ∩ drawn| / K) on the closure part (mkd_beta)
+    rce_tau: float = 1.0  # softmax temperature of both cross-entropies (mkd_tau)
     terms: tuple[tuple[str, float], ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -112,13 +120,16 @@ class DistillConfig:
         object.__setattr__(self, "terms", parse_kd(self.kd))
         _positive(self, "temperature", "topk", "topk_samples", "rank_lambda", "rd_k", "rd_lambda", "rd_mu",
                   "rd_dynamic_from", "dcd_samples", "dcd_mu", "de_experts", "de_tau_start", "de_tau_end",
-                  "de_anneal_epochs")
+                  "de_anneal_epochs", "rce_pool", "rce_samples", "rce_sample_temperature", "rce_beta", "rce_tau")
         if self.topk_sampling not in ("batch", "row"):
             raise RankdistillError(f"topk_sampling must be 'batch' or 'row', got {self.topk_sampling!r}")
         used = {name for name, _ in self.terms}
         for name, term in (("topk_samples", None), ("rd_k", "rd"), ("dcd_samples", "dcd")):
             if (term is None or term in used) and getattr(self, name) > self.topk:
                 raise RankdistillError(f"{name} ({getattr(self, name)}) must be <= topk ({self.topk})")
+        if "rce" in used and self.rce_samples > max(self.rce_pool, self.topk):
+            raise RankdistillError(f"rce_samples ({self.rce_samples}) must be <= the length of the student's list they "
+                                   f"are drawn from, max(rce_pool, topk) = {max(self.rce_pool, self.topk)}")
         if self.de_tau_end > self.de_tau_start:
             raise RankdistillError(f"de_tau_end ({self.de_tau_end}) must be <= de_tau_start ({self.de_tau_start})")
 

@@ -21,6 +21,7 @@ from rankdistill.errors import RankdistillError
 from rankdistill.losses.listwise import listmle, listwise_kl, relaxed_ranking
 from rankdistill.losses.pairwise import margin_mse, ranknet
 from rankdistill.losses.pointwise import score_mse, soft_label_bce
+from rankdistill.losses.rce import rce_kd
 from rankdistill.losses.representation import (
     DistillationExperts,
     HintProjection,
@@ -38,12 +39,26 @@ from rankdistill.losses.topk import (
 
 
 @dataclass
+class RCEColumns:
+    """``rce``'s own columns: the teacher's whole top-K (its order), then the student's top-P (its order, from
+    its ranking of the catalogue at the epoch start, training items left out), and the closure draw among
+    the latter."""
+
+    teacher_top: slice  # K columns
+    student_top: slice  # P columns (P >= K)
+    student_top_rank: torch.Tensor  # int64 [B, P] teacher rank of each (>= K: outside the teacher's top-K)
+    sampled: torch.Tensor  # int64 [B, L] positions in student_top drawn for the closure
+    sampled_ok: torch.Tensor  # bool [B, L] False: the list was too short
+
+
+@dataclass
 class KDBatch:
     """One batch's candidate list as every distillation term sees it. Columns of the [B, L] tensors:
 
     ``[0]`` the observed item | ``topk``: the teacher's top-K items in the teacher's order (the first
     ``n_fixed`` are its ranks 0..F-1, for ``rd``; then M ranks sampled ∝ exp(-rank/λ)) | ``dcd``: items
-    sampled for their rank discrepancy (``dcd`` only) | ``negatives``: S uniform items shared by the batch.
+    sampled for their rank discrepancy (``dcd`` only) | ``rce.teacher_top``, ``rce.student_top`` (``rce``
+    only) | ``negatives``: S uniform items shared by the batch.
     The first ``n_own`` columns are each row's own candidates. With the teacher online every column has a
     teacher score; in cached mode (no teacher) only top-K items do, and ``teacher``/``known`` cover the own
     columns alone.
@@ -68,6 +83,7 @@ class KDBatch:
     student_fwd: object  # rankdistill.models.base.Forward of the student
     teacher_fwd: object | None  # ... of the teacher (None in cached mode)
     generator: torch.Generator
+    rce: RCEColumns | None = None  # rce's columns (``rce`` only)
 
     def on_scored(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(student [B, T], teacher [B, T], known [B, T]): the columns that can carry teacher scores."""
@@ -165,6 +181,18 @@ class DCD(KDTerm):
         return discrepancy_correction(b.student[:, b.dcd], b.dcd_ranks, b.valid[:, b.dcd], b.k)
 
 
+class RCE(KDTerm):
+    help = ("rejuvenated cross-entropy: teacher's top-K split by the student's top-K, the rest completed by "
+            "items drawn from the student's top list (closure), mixed by their overlap (Zhu & Zhang, ICLR 2026)")
+
+    def forward(self, b: KDBatch) -> torch.Tensor:
+        c, (s, t, known) = b.rce, b.on_scored()
+        tt, st = c.teacher_top, c.student_top
+        return rce_kd(s[:, tt], t[:, tt], b.valid[:, tt], s[:, st], t[:, st], known[:, st], b.valid[:, st],
+                      c.student_top_rank, c.sampled, c.sampled_ok, beta=self.config.rce_beta,
+                      temperature=self.config.rce_tau)
+
+
 def _items_hidden(fwd) -> torch.Tensor:
     """[B + S, H]: the representations of each row's observed item, then of the shared negatives."""
     parts = [fwd.item_hidden[:, 0]] + ([fwd.shared_hidden] if fwd.shared_hidden is not None else [])
@@ -218,6 +246,7 @@ KD_LOSSES: dict[str, type[KDTerm]] = {
     "rrd": RRD,
     "rd": TopKRD,
     "dcd": DCD,
+    "rce": RCE,
     "hint": Hint,
     "de": DE,
 }

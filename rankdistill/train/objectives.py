@@ -9,7 +9,8 @@ masked out of that row).
 
       [positive | teacher top-K: ranks 0..F-1 (rd), then M ranks sampled ∝ exp(-rank/λ) (one draw per
                   batch, or per row with topk_sampling="row"), in rank order
-                | dcd: D under- + D over-estimated items | S shared uniform negatives]
+                | dcd: D under- + D over-estimated items
+                | rce: the teacher's whole top-K, then the student's top-P | S shared uniform negatives]
 
   With a teacher, the frozen teacher scores the same list (eval(), requires_grad_(False), no_grad()).
   Without one (``teacher=None``, the cached mode), teacher scores come from the knowledge and are known only
@@ -25,7 +26,8 @@ from torch import nn
 from rankdistill.config import DistillConfig
 from rankdistill.data.csr import Csr
 from rankdistill.errors import RankdistillError
-from rankdistill.losses.registry import KD_LOSSES, KDBatch
+from rankdistill.losses.rce import closure_log_weights
+from rankdistill.losses.registry import KD_LOSSES, KDBatch, RCEColumns
 from rankdistill.losses.supervised import SUPERVISED_LOSSES
 from rankdistill.losses.topk import discrepancy_weights
 from rankdistill.models.base import Forward, Ranker
@@ -90,7 +92,8 @@ class DistillationObjective(SupervisedObjective):
     users' training items, needed by ``dcd`` (the student's ranking leaves them out). ``device``: default
     the teacher's, else the knowledge's.
     Call :meth:`on_epoch_start` before each epoch (the Trainer does): ``rd`` switches its discrepancy
-    weights on by epoch, ``de`` anneals its temperature, ``dcd`` re-ranks the catalogue with the student.
+    weights on by epoch, ``de`` anneals its temperature, ``dcd`` and ``rce`` re-rank the catalogue with the
+    student (``rce`` then draws its closure items from each row's student top-P at every step).
     """
 
     def __init__(
@@ -109,10 +112,11 @@ class DistillationObjective(SupervisedObjective):
         names = [name for name, _ in config.terms]
         _check(teacher, knowledge, names)
         self.exclude = exclude if exclude is not None else knowledge.exclude
-        if "dcd" in names and self.exclude is None:
-            raise RankdistillError("dcd ranks the student's whole catalogue every epoch and must leave each user's "
-                                   "training items out: load the knowledge with TeacherKnowledge.load(path, split) or "
-                                   "pass exclude=split.train")
+        ranking = [name for name in ("dcd", "rce") if name in names]
+        if ranking and self.exclude is None:
+            raise RankdistillError(f"{'+'.join(ranking)} ranks the student's whole catalogue every epoch and must "
+                                   "leave each user's training items out: load the knowledge with "
+                                   "TeacherKnowledge.load(path, split) or pass exclude=split.train")
         if device is None:
             device = _device(teacher) if teacher is not None else knowledge.items.device
         self.device = torch.device(device)
@@ -124,6 +128,7 @@ class DistillationObjective(SupervisedObjective):
         self.n_fixed = min(config.rd_k, k) if "rd" in names else 0
         self.n_sampled = min(config.topk_samples, k - self.n_fixed) if names else 0
         self.n_dcd = min(config.dcd_samples, k) if "dcd" in names else 0
+        self.rce_pool = max(config.rce_pool, k) if "rce" in names else 0  # the student's top-P, P >= K
         log_w = -torch.arange(k, dtype=torch.float32, device=self.device) / config.rank_lambda
         log_w[: self.n_fixed] = float("-inf")  # the fixed ranks are always in the list, not sampled again
         self.register_buffer("log_rank_weights", log_w, persistent=False)  # [K]
@@ -134,6 +139,7 @@ class DistillationObjective(SupervisedObjective):
         self.weights = dict(config.terms)
         self.need_uninteresting = any(term.needs_uninteresting for term in self.terms.values())
         self.epoch, self.dcd_state, self.dcd_stale = 1, None, True
+        self.rce_state, self.rce_stale = None, True
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 7919)
 
     def train(self, mode: bool = True) -> "DistillationObjective":
@@ -143,7 +149,7 @@ class DistillationObjective(SupervisedObjective):
         return self
 
     def on_epoch_start(self, epoch: int) -> None:
-        self.epoch, self.dcd_stale = epoch, True
+        self.epoch, self.dcd_stale, self.rce_stale = epoch, True, True
 
     # -- one step ------------------------------------------------------------------------------------
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
@@ -158,11 +164,18 @@ class DistillationObjective(SupervisedObjective):
         topk_valid = _pick(kn.valid, users, ranks) & sampled_ok
         own = [pos[:, None], _pick(kn.items, users, ranks)]
         valid = [torch.ones_like(own[0], dtype=torch.bool), topk_valid]
-        dcd_ranks = ranks[:, :0]
+        dcd_ranks, extra = ranks[:, :0], []  # extra: (teacher ranks, real) of the blocks after the top-K one
         if self.n_dcd:
             dcd_items, dcd_ranks, dcd_valid = self._sample_dcd(model, users)
             own.append(dcd_items)
             valid.append(dcd_valid)
+            extra.append((dcd_ranks, dcd_valid))
+        rce = None
+        if self.rce_pool:
+            rce_items, rce_ranks, rce_valid, rce = self._rce_columns(model, users, sum(o.shape[1] for o in own))
+            own.append(rce_items)
+            valid.append(rce_valid)
+            extra.append((rce_ranks, rce_valid))
         own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
         n_own = own_t.shape[1]
         fwd = model(users, own_t, negs)  # scores [B, n_own + S]: one lookup per table
@@ -174,14 +187,16 @@ class DistillationObjective(SupervisedObjective):
             known = torch.cat([valid_t, torch.ones_like(teacher_scores[:, n_own:], dtype=torch.bool)], dim=1)
         else:  # cached: teacher scores of the own columns only, known for the top-K items
             tf = None
-            teacher_scores, known = self._cached_teacher(users, ranks, topk_valid, dcd_ranks, valid)
+            teacher_scores, known = self._cached_teacher(users, ranks, topk_valid, extra)
         t1 = 1 + ranks.shape[1]
         batch = KDBatch(
             student=fwd.scores, teacher=teacher_scores, known=known, valid=valid_t, n_own=n_own,
-            topk=slice(1, t1), topk_ranks=ranks, n_fixed=self.n_fixed, dcd=slice(t1, n_own), dcd_ranks=dcd_ranks,
+            topk=slice(1, t1), topk_ranks=ranks, n_fixed=self.n_fixed, dcd=slice(t1, t1 + dcd_ranks.shape[1]),
+            dcd_ranks=dcd_ranks,
             negatives=slice(n_own, n_own + len(negs)),
             uninteresting=self._uninteresting(users, pos, negs) if self.need_uninteresting else None,
             k=kn.k, n_items=self.n_items, epoch=self.epoch, student_fwd=fwd, teacher_fwd=tf, generator=self.generator,
+            rce=rce,
         )
         for name, term in self.terms.items():
             value = term(batch)
@@ -236,6 +251,34 @@ class DistillationObjective(SupervisedObjective):
         self.dcd_state = (under.log(), top, teacher_rank_of_top, over.log())
         self.dcd_stale = False
 
+    def _rce_columns(self, model: Ranker, users: torch.Tensor, start: int):
+        """rce's own columns from column ``start`` on: items [B, K + P] (the teacher's top-K, then the student's
+        top-P), their teacher ranks [B, K + P] (K or more outside the teacher's top-K), real [B, K + P], and
+        the RCEColumns, with L positions of the student's list drawn for the closure (closure_log_weights)."""
+        if self.rce_stale or self.rce_state is None:
+            self._refresh_rce(model)
+        kn, top, top_valid, teacher_rank_of_top = self.knowledge, *self.rce_state
+        student_items, student_ok = top.index_select(0, users), top_valid.index_select(0, users)  # [B, P]
+        student_rank = teacher_rank_of_top.index_select(0, users)
+        log_w = closure_log_weights(student_rank < kn.k, student_ok, self.config.rce_sample_temperature)
+        sampled, sampled_ok = gumbel_topk(log_w, min(self.config.rce_samples, top.shape[1]), self.generator)
+        k, p = kn.k, top.shape[1]
+        columns = RCEColumns(teacher_top=slice(start, start + k), student_top=slice(start + k, start + k + p),
+                             student_top_rank=student_rank, sampled=sampled, sampled_ok=sampled_ok)
+        teacher_ranks = torch.arange(k, device=users.device).expand(len(users), -1)
+        return (torch.cat([kn.items.index_select(0, users), student_items], dim=1),
+                torch.cat([teacher_ranks, student_rank], dim=1),
+                torch.cat([kn.valid.index_select(0, users), student_ok], dim=1), columns)
+
+    @torch.no_grad()
+    def _refresh_rce(self, model: Ranker) -> None:
+        """The student's top-P of every user (once per epoch, training items left out) and the teacher rank of
+        each of them (K where outside the teacher's top-K)."""
+        kn = self.knowledge
+        top, top_valid, _, teacher_rank_of_top = rank_with_positions(model, self.exclude, self.rce_pool, kn.items,
+                                                                     kn.valid)
+        self.rce_state, self.rce_stale = (top, top_valid, teacher_rank_of_top), False
+
     def _uninteresting(self, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor) -> torch.Tensor:
         """bool [B, S]: the shared negatives that are neither the row's positive nor in its teacher top-K.
 
@@ -252,15 +295,16 @@ class DistillationObjective(SupervisedObjective):
         hit = hit | (negs[None, :] == pos[:, None])
         return ~hit
 
-    def _cached_teacher(self, users, ranks, topk_valid, dcd_ranks, valid):
+    def _cached_teacher(self, users, ranks, topk_valid, extra):
         """Teacher scores [B, n_own] of the own columns from the knowledge (0 where unknown) and the mask of the
-        known ones: the top-K columns, and dcd items inside the teacher's top-K."""
+        known ones: the top-K columns, and the items of the further blocks (dcd, rce: ``extra``, their teacher
+        ranks and real masks) inside the teacher's top-K."""
         kn = self.knowledge
         zeros = torch.zeros_like(ranks[:, :1], dtype=kn.scores.dtype)
         scores, known = [zeros, _pick(kn.scores, users, ranks)], [zeros.bool(), topk_valid]
-        if self.n_dcd:
-            inside = valid[-1] & (dcd_ranks < kn.k)
-            scores.append(_pick(kn.scores, users, dcd_ranks.clamp_max(kn.k - 1)) * inside)
+        for block_ranks, real in extra:
+            inside = real & (block_ranks < kn.k)
+            scores.append(_pick(kn.scores, users, block_ranks.clamp_max(kn.k - 1)) * inside)
             known.append(inside)
         return torch.cat(scores, dim=1), torch.cat(known, dim=1)
 
