@@ -25,11 +25,17 @@ class ModelConfig:
     optimizer: str = "rowwise_adagrad"  # rowwise_adagrad | adagrad | sgd (| adam on CUDA)
     lr: float = 0.05
     init_std: float = 0.1
+    score: str = "dot"  # two_tower: dot (inner product) | cosine (cosine similarity / temperature)
+    temperature: float = 1.0  # score="cosine": scores are cos(u, i) / temperature (logits in [-1/t, 1/t])
 
     def __post_init__(self) -> None:
         if self.kind not in ("two_tower", "mlp"):
             raise RankdistillError(f"unknown model kind {self.kind!r}; choose two_tower or mlp")
-        _positive(self, "embedding_dim", "lr", "init_std")
+        _positive(self, "embedding_dim", "lr", "init_std", "temperature")
+        if self.score not in ("dot", "cosine"):
+            raise RankdistillError(f"score must be 'dot' or 'cosine', got {self.score!r}")
+        if self.score == "cosine" and self.kind != "two_tower":
+            raise RankdistillError("score='cosine' needs a two_tower model (an mlp model scores with its MLP)")
         if self.embedding_dim % 4:
             raise RankdistillError(f"embedding_dim must be a multiple of 4 (fbgemm's kernels), got {self.embedding_dim}")
         for name in ("tower_layers", "mlp_layers"):
@@ -48,7 +54,9 @@ class TrainConfig:
     epochs: int = 20  # a maximum; early stopping usually ends sooner
     batch_size: int = 1024
     negatives: int = 256  # uniform negatives per batch, shared by all its rows
-    loss: str = "softmax"  # supervised loss: softmax | bpr | bce
+    loss: str = "softmax"  # supervised loss: softmax | bsl | bpr | bce
+    bsl_tau2: float = 1.0  # loss="bsl": weight (power) of the negative side (BSL's tau_2)
+    in_batch_negatives: bool = False  # also the batch's other positives as negatives, logQ-corrected
     l2: float = 0.0  # L2 on the embedding rows of the batch
     dense_lr: float = 1e-3  # Adam, for tower / MLP / projection weights
     patience: int = 3  # epochs without validation improvement before stopping
@@ -60,7 +68,7 @@ class TrainConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        _positive(self, "epochs", "batch_size", "negatives", "dense_lr", "patience")
+        _positive(self, "epochs", "batch_size", "negatives", "dense_lr", "patience", "bsl_tau2")
         if self.l2 < 0:
             raise RankdistillError(f"l2 must be >= 0, got {self.l2}")
         if self.lr_schedule not in ("constant", "cosine", "linear"):
@@ -85,7 +93,9 @@ class DistillConfig:
 
     The defaults of each loss's hyperparameters come from its paper (or the authors' code) unless noted."""
 
-    kd: str = "listkl"  # NAME[:WEIGHT][+NAME[:WEIGHT]...]
+    kd: str = "auto"  # NAME[:WEIGHT][+NAME[:WEIGHT]...] | none | auto (pilots of auto_menu, chosen on validation)
+    auto_menu: tuple[str, ...] = ("rce", "rrd:0.1", "listkl", "soft_bce")  # --kd auto: the specs it tries
+    auto_pilot_epochs: int = 3  # --kd auto: epochs of each pilot before the choice
     temperature: float = 1.0  # soft_bce, listkl (Hinton et al. 2015)
     topk: int = 100  # teacher top-K kept per user (the knowledge cache)
     topk_samples: int = 16  # teacher top-K items added to each training example's candidate list
@@ -117,13 +127,25 @@ class DistillConfig:
     def __post_init__(self) -> None:
         from rankdistill.losses.registry import parse_kd
 
-        object.__setattr__(self, "terms", parse_kd(self.kd))
+        if self.kd.strip() == "auto":
+            object.__setattr__(self, "auto_menu", tuple(str(m).strip() for m in self.auto_menu))
+            if not self.auto_menu:
+                raise RankdistillError("--kd auto needs at least one method in auto_menu")
+            menu_terms = [t for spec in self.auto_menu for t in parse_kd(spec)]
+            if any(spec in ("", "none", "auto") for spec in self.auto_menu):
+                raise RankdistillError(f"auto_menu lists distillation losses, got {list(self.auto_menu)} (the student "
+                                       "alone is always compared)")
+            object.__setattr__(self, "terms", ())
+        else:
+            menu_terms = []
+            object.__setattr__(self, "terms", parse_kd(self.kd))
         _positive(self, "temperature", "topk", "topk_samples", "rank_lambda", "rd_k", "rd_lambda", "rd_mu",
                   "rd_dynamic_from", "dcd_samples", "dcd_mu", "de_experts", "de_tau_start", "de_tau_end",
                   "de_anneal_epochs", "rce_pool", "rce_samples", "rce_sample_temperature", "rce_beta", "rce_tau")
         if self.topk_sampling not in ("batch", "row"):
             raise RankdistillError(f"topk_sampling must be 'batch' or 'row', got {self.topk_sampling!r}")
-        used = {name for name, _ in self.terms}
+        _positive(self, "auto_pilot_epochs")
+        used = {name for name, _ in (*self.terms, *menu_terms)}
         for name, term in (("topk_samples", None), ("rd_k", "rd"), ("dcd_samples", "dcd")):
             if (term is None or term in used) and getattr(self, name) > self.topk:
                 raise RankdistillError(f"{name} ({getattr(self, name)}) must be <= topk ({self.topk})")

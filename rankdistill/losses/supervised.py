@@ -5,6 +5,8 @@ Shapes: ``scores`` [B, 1 + N], column 0 the observed (positive) item, columns 1.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -41,4 +43,28 @@ def binary_cross_entropy(scores: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(scores, labels)
 
 
-SUPERVISED_LOSSES = {"softmax": sampled_softmax, "bpr": bpr, "bce": binary_cross_entropy}
+def bilateral_softmax(scores: torch.Tensor, tau2: float = 1.0, users: torch.Tensor | None = None) -> torch.Tensor:
+    r"""Bilateral Softmax Loss (BSL; Wu et al., "BSL: Understanding and Improving Softmax Loss for
+    Recommendation", ICDE 2024), in the form of the authors' code (``junkangwu/BSL``, ``utils/losses.py``,
+    mode ``multi``): the positive side is a log-mean-exp over the batch rows of the same user, the negative side
+    a log-mean-exp over the negatives raised to the power τ₂:
+
+    .. math:: L = rac1B \sum_b \Big[ -\log rac{1}{|P_b|}\sum_{b' \in P_b} e^{s_{b'0}}
+              + 	au_2 \log rac1N \sum_{j=1}^{N} e^{s_{bj}} \Big]
+
+    where :math:`P_b` are the rows whose user is row b's (``users`` [B]; None: each row alone) and the scores
+    are already divided by the model's temperature τ₁ (``score="cosine"``). τ₂ = 1 is the softmax loss without
+    the positive in the denominator; τ₂ > 1 weighs the negatives more (the paper's Gowalla MF: τ₂ = 1.22).
+    A masked negative (score ≈ -inf) contributes nothing but still counts in N (a constant shift).
+
+    scores [B, 1 + N] -> scalar.
+    """
+    pos = scores[:, 0]
+    if users is not None:
+        same = users[:, None] == users[None, :]  # [B, B], diagonal True
+        pos = torch.logsumexp(pos[None, :].masked_fill(~same, float("-inf")), dim=1) - same.sum(1).log()
+    neg = torch.logsumexp(scores[:, 1:], dim=1) - math.log(scores.shape[1] - 1)
+    return (tau2 * neg - pos).mean()
+
+
+SUPERVISED_LOSSES = {"softmax": sampled_softmax, "bsl": bilateral_softmax, "bpr": bpr, "bce": binary_cross_entropy}

@@ -20,7 +20,7 @@ def build_model(config: ModelConfig, n_users: int, n_items: int, device: torch.d
     torch.manual_seed(seed)
     if config.kind == "two_tower":
         return TwoTower(n_users, n_items, config.embedding_dim, config.tower_layers, config.optimizer, config.lr,
-                        config.init_std, device, fused)
+                        config.init_std, device, fused, score=config.score, temperature=config.temperature)
     if config.kind == "mlp":
         return MLPRanker(n_users, n_items, config.embedding_dim, config.mlp_layers, config.optimizer, config.lr,
                          config.init_std, device, fused=fused)

@@ -347,7 +347,7 @@ def train_sharded(split: Split, model_config: ModelConfig, run: RunConfig, name:
     from rankdistill.train.objectives import DistillationObjective, SupervisedObjective
 
     device = process_device()
-    objective = objective or SupervisedObjective(run.train.loss, run.train.l2)
+    objective = objective or SupervisedObjective.from_config(run.train, split)
     if isinstance(objective, DistillationObjective) and "dcd" in objective.terms:
         raise RankdistillError("--kd dcd ranks the student's whole catalogue every epoch, which the sharded "
                                "student cannot do yet; train it in one process")

@@ -20,6 +20,8 @@ masked out of that row).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -61,17 +63,43 @@ def gumbel_topk(log_weights: torch.Tensor, m: int, generator: torch.Generator) -
 
 
 class SupervisedObjective(nn.Module):
-    def __init__(self, loss: str = "softmax", l2: float = 0.0) -> None:
+    """The true-label loss on [positive | S shared uniform negatives (| the batch's other positives)].
+
+    ``in_batch_log_q`` (float [n_items], log of each item's share of the training interactions) adds the
+    batch's other positives as negatives (in-batch negatives; dot-product rankers only, no extra lookup: their
+    vectors are the batch's positive columns) and corrects every column for how the candidates were drawn
+    (logQ correction, Yi et al., "Sampling-Bias-Corrected Neural Modeling for Large Corpus Item
+    Recommendations", RecSys 2019): the mixture of S uniform and B popularity-proportional draws gives item j
+    an expected count ``q_j = S / n_items + B · p_j`` and each score becomes ``s_j − log q_j``. A candidate
+    equal to the row's positive is masked."""
+
+    def __init__(self, loss: str = "softmax", l2: float = 0.0, *, bsl_tau2: float = 1.0,
+                 users_in_loss: bool = True, in_batch_log_q: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.loss_name, self.loss, self.l2 = loss, SUPERVISED_LOSSES[loss], l2
+        self.loss_name, self.l2 = loss, l2
+        fn = SUPERVISED_LOSSES[loss]
+        self.bsl_tau2 = bsl_tau2
+        self.loss = (lambda scores, users: fn(scores, bsl_tau2, users if users_in_loss else None)) if loss == "bsl" \
+            else (lambda scores, users: fn(scores))
+        self.in_batch = in_batch_log_q is not None
+        if self.in_batch:
+            self.register_buffer("log_p", in_batch_log_q.float(), persistent=False)
+
+    @classmethod
+    def from_config(cls, train, split=None) -> "SupervisedObjective":
+        """The objective of a TrainConfig (``split``: the item counts for in-batch negatives)."""
+        return cls(train.loss, train.l2, **supervised_options(train, split))
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the Trainer before each epoch (1-based); the supervised loss keeps no state."""
 
-    def supervised(self, fwd: Forward, pos: torch.Tensor, negs: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def supervised(self, fwd: Forward, pos: torch.Tensor, negs: torch.Tensor,
+                   users: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
         s = fwd.scores
         sup_scores = mask_accidental_hits(torch.cat([s[:, :1], s[:, s.shape[1] - len(negs) :]], dim=1), pos, negs)
-        sup = self.loss(sup_scores)
+        if self.in_batch:
+            sup_scores = self._with_in_batch(sup_scores, fwd, pos, negs)
+        sup = self.loss(sup_scores, users)
         parts = {self.loss_name: sup.detach()}
         if self.l2:
             reg = self.l2 * l2_penalty(fwd)
@@ -79,10 +107,34 @@ class SupervisedObjective(nn.Module):
             sup = sup + reg
         return sup, parts
 
+    def _with_in_batch(self, sup_scores: torch.Tensor, fwd: Forward, pos: torch.Tensor,
+                       negs: torch.Tensor) -> torch.Tensor:
+        """[B, 1 + S] -> [B, 1 + S + B]: the batch's positives appended as negatives, every column logQ-corrected."""
+        b, n_items = len(pos), self.log_p.shape[0]
+        in_batch = fwd.user_hidden @ fwd.item_hidden[:, 0].T  # [B, B] (dot-product rankers)
+        in_batch = in_batch.masked_fill(pos[None, :] == pos[:, None], torch.finfo(in_batch.dtype).min / 4)
+        log_q = torch.logaddexp(torch.tensor(math.log(len(negs) / n_items), device=pos.device),
+                                math.log(b) + self.log_p)  # [n_items]: log expected count in the candidates
+        q_pos, q_negs = log_q.index_select(0, pos), log_q.index_select(0, negs)
+        return torch.cat([sup_scores[:, :1] - q_pos[:, None], sup_scores[:, 1:] - q_negs[None, :],
+                          in_batch - q_pos[None, :]], dim=1)
+
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
         """users [B], pos [B], negs [S] -> (loss, {part name: detached value})"""
         fwd = model(users, pos[:, None], negs)
-        return self.supervised(fwd, pos, negs)
+        return self.supervised(fwd, pos, negs, users)
+
+
+def supervised_options(train, split=None) -> dict:
+    """SupervisedObjective keyword arguments of a TrainConfig: BSL's τ₂ and, with ``train.in_batch_negatives``,
+    the log item shares of ``split``'s training interactions."""
+    opts: dict = {"bsl_tau2": train.bsl_tau2}
+    if train.in_batch_negatives:
+        if split is None:
+            raise RankdistillError("in-batch negatives need the split's item counts")
+        counts = torch.bincount(split.train.indices.cpu(), minlength=split.n_items).double()
+        opts["in_batch_log_q"] = (counts / counts.sum()).clamp_min(1e-12).log().float()
+    return opts
 
 
 class DistillationObjective(SupervisedObjective):
@@ -107,8 +159,9 @@ class DistillationObjective(SupervisedObjective):
         *,
         exclude: Csr | None = None,
         device: torch.device | str | None = None,
+        **supervised,  # SupervisedObjective options: bsl_tau2, in_batch_log_q (supervised_options)
     ) -> None:
-        super().__init__(loss, l2)
+        super().__init__(loss, l2, **supervised)
         names = [name for name, _ in config.terms]
         _check(teacher, knowledge, names)
         self.exclude = exclude if exclude is not None else knowledge.exclude
@@ -179,7 +232,7 @@ class DistillationObjective(SupervisedObjective):
         own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
         n_own = own_t.shape[1]
         fwd = model(users, own_t, negs)  # scores [B, n_own + S]: one lookup per table
-        total, parts = self.supervised(fwd, pos, negs)
+        total, parts = self.supervised(fwd, pos, negs, users)
         if self.teacher is not None:
             with torch.no_grad():
                 tf = self.teacher(users, own_t, negs)
