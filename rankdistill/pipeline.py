@@ -22,7 +22,7 @@ from rankdistill.models.base import Ranker
 from rankdistill.models.factory import build_model
 from rankdistill.models.popularity import Popularity
 from rankdistill.train.knowledge import TeacherKnowledge
-from rankdistill.train.objectives import DistillationObjective, SupervisedObjective
+from rankdistill.train.objectives import DistillationObjective, SupervisedObjective, supervised_options
 from rankdistill.train import distributed
 from rankdistill.train.callbacks import JsonlLog, Progress, TensorBoard
 from rankdistill.train.trainer import FitResult, Trainer
@@ -54,6 +54,7 @@ class TrainedModel:
     metrics: dict[str, float]
     method: str | None = None
     fidelity: dict[str, float] | None = None  # overlap@k, kendall_tau@k against the teacher (students only)
+    auto: dict | None = None  # --kd auto: what it tried, each pilot's validation figure, what it chose and why
 
     def summary(self) -> dict:
         out = {"params": self.model.num_parameters(), "embedding_dim": self.model.embedding_dim,
@@ -62,6 +63,8 @@ class TrainedModel:
                "metrics": {k: round(v, 6) for k, v in self.metrics.items()}}
         if self.method:
             out["method"] = self.method
+        if self.auto is not None:
+            out["auto"] = self.auto
         if self.fidelity is not None:
             out["fidelity"] = {k: round(v, 6) for k, v in self.fidelity.items()}
         return out
@@ -88,8 +91,17 @@ def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: s
     processes (:mod:`rankdistill.train.distributed`); every process returns the same result."""
     if distributed.active():
         return distributed.train_sharded(split, model_config, run, name, objective, out_dir)
+    trainer = make_trainer(split, model_config, run, name, objective, out_dir)
+    fit = trainer.fit()
+    return TrainedModel(trainer.model, fit, evaluate(trainer.model, split, "test", run.ks, REPORT_METRICS))
+
+
+def make_trainer(split: Split, model_config: ModelConfig, run: RunConfig, name: str, objective=None,
+                 out_dir: str | Path | None = None) -> Trainer:
+    """The single-process Trainer of :func:`train_model`, before it fits: a fresh model (seeded by ``run.seed``,
+    so every model of one config starts from the same weights), the objective, callbacks and checkpoints."""
     model = build_model(model_config, split.n_users, split.n_items, run.device, seed=run.seed)
-    objective = objective or SupervisedObjective(run.train.loss, run.train.l2)
+    objective = objective or SupervisedObjective.from_config(run.train, split)
     callbacks = [] if run.quiet else [Progress(name)]
     checkpoints = None
     identity = {"model_config": asdict(model_config)}
@@ -99,14 +111,16 @@ def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: s
         out_dir = Path(out_dir)
         callbacks += [JsonlLog(out_dir / "train_log.jsonl"), TensorBoard(out_dir / "tensorboard", name)]
         checkpoints = out_dir / "checkpoints" / name
-    trainer = Trainer(model, split, objective, _seeded(run.train, run.seed), name, callbacks, checkpoints, identity)
-    fit = trainer.fit()
-    return TrainedModel(model, fit, evaluate(model, split, "test", run.ks, REPORT_METRICS))
+    return Trainer(model, split, objective, _seeded(run.train, run.seed), name, callbacks, checkpoints, identity)
 
 
 def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "distilled",
-            knowledge: TeacherKnowledge | None = None, out_dir: str | Path | None = None) -> TrainedModel:
+            knowledge: TeacherKnowledge | None = None, out_dir: str | Path | None = None,
+            alone: TrainedModel | None = None) -> TrainedModel:
     """Train a student (``run.student``) on the true labels plus the distillation terms of ``run.distill``.
+
+    ``--kd auto`` (:mod:`rankdistill.auto`) chooses the terms on validation with short pilots; ``alone``, the
+    same student trained on the true labels with ``run``, is then its baseline and its fallback.
 
     ``teacher=None`` distils from ``knowledge`` alone (the cached top-K lists and scores), without the
     teacher's weights; losses that need the teacher's scores elsewhere or its embeddings refuse that."""
@@ -114,10 +128,21 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
         if teacher is None:
             raise RankdistillError("distillation needs a teacher or its cached knowledge (TeacherKnowledge)")
         knowledge = TeacherKnowledge.compute(teacher, split, run.distill.topk)
-    objective = DistillationObjective(teacher, knowledge, run.distill, run.train.loss, run.train.l2, run.seed)
+    if run.distill.kd.strip() == "auto":
+        from rankdistill.auto import distill_auto
+
+        return distill_auto(split, teacher, run, knowledge, name, out_dir, alone)
+    objective = distillation_objective(split, teacher, knowledge, run)
     trained = train_model(split, run.student, run, name, objective, out_dir)
     trained.method = run.distill.kd
     return trained
+
+
+def distillation_objective(split: Split, teacher: Ranker | None, knowledge: TeacherKnowledge,
+                           run: RunConfig) -> DistillationObjective:
+    """``run.train``'s supervised loss plus the terms of ``run.distill``, on ``run.device``."""
+    return DistillationObjective(teacher, knowledge, run.distill, run.train.loss, run.train.l2, run.seed,
+                                 **supervised_options(run.train, split))
 
 
 def _seeded(train: TrainConfig, seed: int) -> TrainConfig:
@@ -135,14 +160,15 @@ def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path
     result.models["student"] = train_model(split, config.student, config, "student", out_dir=out_dir)
     teacher = result.models["teacher"].model
     knowledge = TeacherKnowledge.compute(teacher, split, config.distill.topk)
-    result.models["distilled"] = distill(split, teacher, config, knowledge=knowledge, out_dir=out_dir)
+    result.models["distilled"] = distill(split, teacher, config, knowledge=knowledge, out_dir=out_dir,
+                                         alone=result.models["student"])
     for dim in config.sizes:
         if dim == config.student.embedding_dim:
             result.sizes[dim] = (result.models["student"], result.models["distilled"])
             continue
         sized = replace(config, student=replace(config.student, embedding_dim=dim))
         alone = train_model(split, sized.student, sized, f"student@{dim}", out_dir=out_dir)
-        taught = distill(split, teacher, sized, f"distilled@{dim}", knowledge, out_dir=out_dir)
+        taught = distill(split, teacher, sized, f"distilled@{dim}", knowledge, out_dir=out_dir, alone=alone)
         result.sizes[dim] = (alone, taught)
     add_fidelity(result, teacher, config.ks)
     result.seconds = time.perf_counter() - start

@@ -162,3 +162,28 @@ def test_train_command_checkpoints_and_resumes(tmp_path, tiny_frame):
     assert main(args) == 0  # resumes from the finished checkpoint: no new epochs, same metrics
     assert len((tmp_path / "teacher" / "train_log.jsonl").read_text().splitlines()) == 2
     assert json.loads((tmp_path / "teacher" / "metrics.json").read_text()) == first
+
+
+def test_paused_fit_then_continued_equals_uninterrupted_run(tiny_split):
+    """A pilot (fit(stop_after=2)) continued by fit() ends exactly where an uninterrupted fit ends."""
+    a, fit_a = _fit(tiny_split)
+    model = build_model(ModelConfig(embedding_dim=8, lr=0.1), tiny_split.n_users, tiny_split.n_items, seed=0)
+    trainer = Trainer(model, tiny_split, SupervisedObjective("softmax", CFG.l2), CFG, "m")
+    pilot = trainer.fit(stop_after=2)
+    assert [h["epoch"] for h in pilot.history] == [1, 2]
+    assert torch.equal(trainer.model.item_table.weight, trainer.model.item_table.weight)
+    fit_b = trainer.fit()
+    assert [h["epoch"] for h in fit_b.history] == [1, 2, 3, 4]
+    assert [h["valid"] for h in fit_b.history] == [h["valid"] for h in fit_a.history]
+    assert fit_b.best_epoch == fit_a.best_epoch
+    assert torch.equal(model.item_table.weight, a.item_table.weight)
+
+
+def test_paused_fit_resumes_from_its_checkpoint_in_a_new_trainer(tiny_split, tmp_path):
+    a, fit_a = _fit(tiny_split)
+    model = build_model(ModelConfig(embedding_dim=8, lr=0.1), tiny_split.n_users, tiny_split.n_items, seed=0)
+    Trainer(model, tiny_split, SupervisedObjective("softmax", CFG.l2), CFG, "m", checkpoint_dir=tmp_path).fit(
+        stop_after=2)
+    b, fit_b = _fit(tiny_split, tmp_path)
+    assert [h["valid"] for h in fit_b.history] == [h["valid"] for h in fit_a.history]
+    assert torch.equal(b.item_table.weight, a.item_table.weight)

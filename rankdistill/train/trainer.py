@@ -71,6 +71,7 @@ class Trainer:
         self.base_lrs = [t.optimizer.param_groups[0]["lr"] for t in model.tables()]
         self.steps_per_epoch = math.ceil(len(self.users) / config.batch_size)
         self.step = 0
+        self._paused: dict | None = None  # the loop state of a paused fit (fit(stop_after=...))
         self.checkpointer = None
         if checkpoint_dir is not None:
             ident = {"model": name, "train": _jsonable(config), "data": {
@@ -136,20 +137,29 @@ class Trainer:
         return {k: float(v) / max(steps, 1) for k, v in sums.items()}
 
     # -- the loop ------------------------------------------------------------------------------------
-    def fit(self) -> FitResult:
+    def fit(self, stop_after: int | None = None) -> FitResult:
+        """Train until early stopping or ``config.epochs``; the best epoch's weights are restored at the end.
+
+        ``stop_after``: pause after that epoch instead (a pilot run): the weights stay those of the last epoch
+        and a later ``fit()`` on this Trainer continues from there, exactly as if it had never paused."""
         c = self.config
         best, best_state, best_epoch, since, history, start_epoch = -math.inf, None, 0, 0, [], 1
         elapsed = 0.0
-        resumed = self.checkpointer.load() if self.checkpointer else None
+        resumed, self._paused = self._paused, None
+        if resumed is None and self.checkpointer:
+            resumed = self.checkpointer.load()
+            if resumed is not None:
+                self._restore(resumed)
         if resumed is not None:
-            self._restore(resumed)
             best, best_state, best_epoch, since = resumed["best"], resumed["best_state"], resumed["best_epoch"], resumed["since"]
             history, start_epoch, elapsed = resumed["history"], resumed["epoch"] + 1, resumed["seconds"]
             if resumed.get("finished"):
                 start_epoch = c.epochs + 1
         start = time.perf_counter() - elapsed
+        last = c.epochs if stop_after is None else min(c.epochs, stop_after)
+        paused = False
         try:
-            for epoch in range(start_epoch, c.epochs + 1):
+            for epoch in range(start_epoch, last + 1):
                 t0 = time.perf_counter()
                 try:
                     losses = self.train_epoch(epoch)
@@ -179,10 +189,18 @@ class Trainer:
                                                        time.perf_counter() - start, finished))
                 if finished:
                     break
+                if epoch == last and last < c.epochs:
+                    paused = True
+                    self._paused = self._state(epoch, best, best_state, best_epoch, since, history,
+                                               time.perf_counter() - start, False)
         finally:
-            for cb in self.callbacks:
-                cb.close()
-        if best_state is not None:
+            if not paused:
+                for cb in self.callbacks:
+                    cb.close()
+        if resumed is not None and not resumed.get("finished") and start_epoch > last:  # resumed past the pause
+            self._paused = resumed
+            paused = True
+        if best_state is not None and not paused:
             self.model.load_state_dict(best_state)
         best_valid = history[best_epoch - 1]["valid"] if history and best_epoch else {}
         return FitResult(best_epoch, best_valid, time.perf_counter() - start, history,

@@ -1,0 +1,75 @@
+"""--kd auto: pilots from the same start, the choice on validation only, the student alone as the floor."""
+
+from dataclasses import replace
+
+import pytest
+
+import rankdistill.auto as auto
+from rankdistill.config import DistillConfig
+from rankdistill.errors import RankdistillError
+from rankdistill.pipeline import distill, train_model
+from rankdistill.train.knowledge import TeacherKnowledge
+
+
+def test_pilot_figure_is_the_best_validation_of_the_first_epochs():
+    history = [{"valid": {"ndcg@20": v}} for v in (0.1, 0.3, 0.2, 0.9)]
+    assert auto.pilot_figure(history, 3, "ndcg@20") == 0.3
+    assert auto.pilot_figure([], 3, "ndcg@20") == float("-inf")
+
+
+def test_auto_config_validates_its_menu():
+    assert DistillConfig(kd="auto").terms == ()
+    with pytest.raises(RankdistillError, match="unknown distillation loss"):
+        DistillConfig(kd="auto", auto_menu=("listkl", "nope"))
+    with pytest.raises(RankdistillError, match="auto_menu lists"):
+        DistillConfig(kd="auto", auto_menu=("none",))
+    with pytest.raises(RankdistillError, match="auto_pilot_epochs must be > 0"):
+        DistillConfig(kd="auto", auto_pilot_epochs=0)
+
+
+@pytest.fixture()
+def trained(tiny_split, tiny_run_config):
+    run = replace(tiny_run_config, train=replace(tiny_run_config.train, epochs=4, patience=10),
+                  distill=DistillConfig(kd="auto", auto_menu=("listkl", "soft_bce"), auto_pilot_epochs=2, topk=20,
+                                        topk_samples=4))
+    teacher = train_model(tiny_split, run.teacher, run, "teacher").model
+    alone = train_model(tiny_split, run.student, run, "student")
+    return run, teacher, alone, TeacherKnowledge.compute(teacher, tiny_split, 20)
+
+
+def test_auto_records_every_pilot_and_continues_the_best(tiny_split, trained):
+    run, teacher, alone, knowledge = trained
+    result = distill(tiny_split, teacher, run, knowledge=knowledge, alone=alone)
+    rec = result.auto
+    assert set(rec["pilots"]) == {"listkl", "soft_bce"} and rec["pilot_epochs"] == 2
+    # the baseline pilot is the student alone's own first epochs (same start, same batches)
+    assert rec["student_alone"] == pytest.approx(auto.pilot_figure(alone.fit.history, 2, "ndcg@20"), abs=1e-6)
+    best = max(rec["pilots"], key=rec["pilots"].get)
+    if rec["pilots"][best] > rec["student_alone"] and rec["chosen_valid"] >= alone.fit.best_valid["ndcg@20"]:
+        assert rec["chosen"] == best and result.method == f"auto: {best}"
+        # the winner continued from its pilot: its history starts with the pilot's epochs and goes on
+        assert len(result.fit.history) > 2
+        single = distill(tiny_split, teacher, replace(run, distill=replace(run.distill, kd=best)), knowledge=knowledge)
+        assert [h["valid"] for h in result.fit.history] == [h["valid"] for h in single.fit.history]
+        assert result.metrics == single.metrics
+    else:
+        assert rec["chosen"] == "none" and result.model is alone.model and result.metrics == alone.metrics
+
+
+def test_auto_keeps_the_student_alone_when_no_pilot_beats_it(tiny_split, trained, monkeypatch):
+    run, teacher, alone, knowledge = trained
+    monkeypatch.setattr(auto, "pilot_figure", lambda history, epochs, metric: (
+        1.0 if history is alone.fit.history else 0.0))
+    result = distill(tiny_split, teacher, run, knowledge=knowledge, alone=alone)
+    assert result.auto["chosen"] == "none" and "no method beat the student alone" in result.auto["reason"]
+    assert result.model is alone.model and result.metrics == alone.metrics and result.method == "auto: none"
+
+
+def test_auto_without_a_student_alone_trains_the_baseline_pilot(tiny_split, trained, monkeypatch):
+    run, teacher, _, knowledge = trained
+    figures = iter([0.5, 0.4, 0.9])  # listkl, soft_bce, then the baseline pilot wins
+    monkeypatch.setattr(auto, "pilot_figure", lambda history, epochs, metric: next(figures))
+    result = distill(tiny_split, teacher, run, knowledge=knowledge)
+    alone = train_model(tiny_split, run.student, run, "student")
+    assert result.auto["chosen"] == "none" and result.auto["student_alone"] == 0.9
+    assert result.metrics == alone.metrics  # the baseline pilot, finished, is the student's own training
