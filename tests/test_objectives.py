@@ -142,7 +142,9 @@ def test_candidate_list_layout_online(teacher, knowledge, tiny_split):
         expected = student(users, own, negs).scores
         teacher_scores = teacher(users, own, negs).scores
     assert torch.allclose(b.student, expected, atol=1e-6) and torch.allclose(b.teacher, teacher_scores)
-    assert b.known.all() and b.teacher.shape == b.student.shape
+    assert b.known[:, : b.n_own].all() and b.teacher.shape == b.student.shape
+    twice = [[int(n) in set(own[r].tolist()) for n in negs] for r in range(len(users))]
+    assert b.known[:, b.negatives].tolist() == [[not t for t in row] for row in twice]
     topk_teacher = knowledge.scores[users[:, None], b.topk_ranks]
     assert torch.allclose(b.teacher[:, b.topk], topk_teacher, atol=1e-5)  # the cache agrees with the teacher
 
@@ -200,11 +202,39 @@ def test_uninteresting_negatives_exclude_positive_and_teacher_top_k(knowledge, t
     objective = DistillationObjective(None, knowledge, _config("rrd"))
     users, pos, _ = _batch(tiny_split, b=8)
     negs = torch.cat([knowledge.items[users[0], :2], pos[1:2], knowledge.items[users[0], :1], torch.arange(5)])
-    got = objective._uninteresting(users, pos, negs)
+    got = objective._uninteresting(users, pos, negs, objective._seen_negatives(users, negs))
     for r in range(len(users)):
         top = set(knowledge.items[users[r]].tolist())
-        expected = [n not in top and n != int(pos[r]) for n in negs.tolist()]
+        train = set(tiny_split.train.indices[tiny_split.train.indptr[users[r]]:tiny_split.train.indptr[users[r] + 1]]
+                    .tolist())
+        expected = [n not in top and n != int(pos[r]) and n not in train for n in negs.tolist()]
         assert got[r].tolist() == expected
+
+
+def test_seen_negatives_are_the_users_training_items(knowledge, tiny_split):
+    objective = DistillationObjective(None, knowledge, _config("rd"), exclude=tiny_split.train)
+    users, _, negs = _batch(tiny_split, b=16, s=64, seed=4)
+    got = objective._seen_negatives(users, negs)
+    tr = tiny_split.train
+    for r, u in enumerate(users.tolist()):
+        train = set(tr.indices[tr.indptr[u]:tr.indptr[u + 1]].tolist())
+        assert got[r].tolist() == [n in train for n in negs.tolist()]
+    assert got.any()  # the tiny data is dense enough that some negatives are training items
+
+
+def test_a_negative_that_is_also_a_top_k_candidate_counts_once_in_listkl(teacher, knowledge, tiny_split):
+    """Online listkl over [own | negatives]: a top-K item drawn again as a shared negative is masked there, so
+    its teacher probability is not counted twice."""
+    objective = DistillationObjective(teacher, knowledge, _config("listkl"))
+    seen = _capture(objective, "listkl")
+    users, pos, _ = _batch(tiny_split, b=4)
+    objective(_student(tiny_split), users, pos, torch.arange(tiny_split.n_items))  # every item is a negative
+    b = seen[0]
+    own_items = torch.cat([pos[:, None], knowledge.items[users[:, None], b.topk_ranks]], dim=1)
+    for r in range(len(users)):
+        own = set(own_items[r].tolist())
+        masked = {j for j in range(tiny_split.n_items) if not b.known[r, b.negatives][j]}
+        assert masked == own  # each own candidate appears once in the list the losses compare
 
 
 # -- per-epoch state --------------------------------------------------------------------------------------
@@ -220,7 +250,9 @@ def test_rd_uses_position_weights_then_discrepancy_weights_from_the_switch_epoch
         s = b.student[:, 1:6]
         weights = position_weights(5, cfg.rd_lambda)
         if epoch >= 3:
-            student_ranks = estimate_rank(s, b.student[:, b.negatives], tiny_split.n_items)
+            # the user's training items among the negatives are left out of the rank estimate
+            assert b.negatives_seen is not None and b.negatives_seen.any()
+            student_ranks = estimate_rank(s, b.student[:, b.negatives], tiny_split.n_items, ~b.negatives_seen)
             weights = weights * discrepancy_weights(torch.arange(5), student_ranks, cfg.rd_mu)
         assert torch.isclose(parts["rd"], ranking_distillation(s, weights, b.valid[:, 1:6]))
 

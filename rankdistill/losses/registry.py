@@ -76,7 +76,8 @@ class KDBatch:
     dcd: slice
     dcd_ranks: torch.Tensor  # int64 [B, D] teacher ranks of the dcd columns (>= k when outside the top-K)
     negatives: slice
-    uninteresting: torch.Tensor | None  # bool [B, S] negatives that are neither the row's positive nor in its top-K
+    uninteresting: torch.Tensor | None  # bool [B, S] negatives that are neither the row's positive, nor in its
+    #                                     teacher top-K, nor a training item of its user
     k: int  # the teacher's top-K length
     n_items: int
     epoch: int  # 1-based, from the objective's on_epoch_start
@@ -84,6 +85,8 @@ class KDBatch:
     teacher_fwd: object | None  # ... of the teacher (None in cached mode)
     generator: torch.Generator
     rce: RCEColumns | None = None  # rce's columns (``rce`` only)
+    negatives_seen: torch.Tensor | None = None  # bool [B, S] negatives that are training items of the row's user
+    #                                             (rd and rrd only; None when the objective has no exclude)
 
     def on_scored(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(student [B, T], teacher [B, T], known [B, T]): the columns that can carry teacher scores."""
@@ -168,7 +171,10 @@ class TopKRD(KDTerm):
         s = b.student[:, cols]
         weights = self.static[:f]
         if b.epoch >= self.config.rd_dynamic_from:
-            student_ranks = estimate_rank(s, b.student[:, b.negatives], b.n_items)
+            # the rank among the items a ranking can return: a negative that is a training item of the row's
+            # user (its positive included) is left out of the estimate
+            mask = None if b.negatives_seen is None else ~b.negatives_seen
+            student_ranks = estimate_rank(s, b.student[:, b.negatives], b.n_items, mask)
             weights = weights * discrepancy_weights(b.topk_ranks[:, :f], student_ranks, self.config.rd_mu)
         return ranking_distillation(s, weights, b.valid[:, cols])
 

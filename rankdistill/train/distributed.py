@@ -348,9 +348,12 @@ def train_sharded(split: Split, model_config: ModelConfig, run: RunConfig, name:
 
     device = process_device()
     objective = objective or SupervisedObjective.from_config(run.train, split)
-    if isinstance(objective, DistillationObjective) and "dcd" in objective.terms:
-        raise RankdistillError("--kd dcd ranks the student's whole catalogue every epoch, which the sharded "
+    ranking = [n for n in ("dcd", "rce") if isinstance(objective, DistillationObjective) and n in objective.terms]
+    if ranking:
+        raise RankdistillError(f"--kd {ranking[0]} ranks the student's whole catalogue every epoch, which the sharded "
                                "student cannot do yet; train it in one process")
+    if run.distill.kd.strip() == "auto" and objective is not None:
+        raise RankdistillError("--kd auto runs pilots in one process; under torchrun name the loss with --kd")
     main = dist.get_rank() == 0
     callbacks, log = [], None
     if main and not run.quiet:

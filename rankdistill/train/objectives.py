@@ -191,6 +191,7 @@ class DistillationObjective(SupervisedObjective):
             self.terms = nn.ModuleDict({name: KD_LOSSES[name](config, dims) for name in names}).to(self.device)
         self.weights = dict(config.terms)
         self.need_uninteresting = any(term.needs_uninteresting for term in self.terms.values())
+        self.need_seen = self.need_uninteresting or "rd" in self.terms
         self.epoch, self.dcd_state, self.dcd_stale = 1, None, True
         self.rce_state, self.rce_stale = None, True
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 7919)
@@ -237,17 +238,22 @@ class DistillationObjective(SupervisedObjective):
             with torch.no_grad():
                 tf = self.teacher(users, own_t, negs)
             teacher_scores = tf.scores
-            known = torch.cat([valid_t, torch.ones_like(teacher_scores[:, n_own:], dtype=torch.bool)], dim=1)
+            # a negative that is also one of the row's own candidates is the same item twice: its column would
+            # count it a second time in every list the losses compare (listkl's softmaxes, pairs, ...)
+            twice = negatives_hit(negs, own_t, valid_t, self.n_items)
+            known = torch.cat([valid_t, ~twice], dim=1)
         else:  # cached: teacher scores of the own columns only, known for the top-K items
             tf = None
             teacher_scores, known = self._cached_teacher(users, ranks, topk_valid, extra)
         t1 = 1 + ranks.shape[1]
+        seen = self._seen_negatives(users, negs) if self.need_seen else None
         batch = KDBatch(
             student=fwd.scores, teacher=teacher_scores, known=known, valid=valid_t, n_own=n_own,
             topk=slice(1, t1), topk_ranks=ranks, n_fixed=self.n_fixed, dcd=slice(t1, t1 + dcd_ranks.shape[1]),
             dcd_ranks=dcd_ranks,
             negatives=slice(n_own, n_own + len(negs)),
-            uninteresting=self._uninteresting(users, pos, negs) if self.need_uninteresting else None,
+            uninteresting=self._uninteresting(users, pos, negs, seen) if self.need_uninteresting else None,
+            negatives_seen=seen,
             k=kn.k, n_items=self.n_items, epoch=self.epoch, student_fwd=fwd, teacher_fwd=tf, generator=self.generator,
             rce=rce,
         )
@@ -332,21 +338,28 @@ class DistillationObjective(SupervisedObjective):
                                                                      kn.valid)
         self.rce_state, self.rce_stale = (top, top_valid, teacher_rank_of_top), False
 
-    def _uninteresting(self, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor) -> torch.Tensor:
-        """bool [B, S]: the shared negatives that are neither the row's positive nor in its teacher top-K.
-
-        The negatives are shared, so membership goes through a dense item -> column map of the S negatives
-        (O(n_items + B·K + B·S), no search). The users' training items are not removed: they are 1-2% of
-        uniform samples, and the supervised loss treats them as negatives too."""
-        b, s, kn = len(users), len(negs), self.knowledge
-        column = torch.full((self.n_items,), s, dtype=torch.int64, device=negs.device)
-        column[negs] = torch.arange(s, device=negs.device)  # a repeated negative: its last column
-        items = kn.items.index_select(0, users)  # [B, K]
-        at = column.index_select(0, items.view(-1)).view(b, -1).masked_fill(~kn.valid.index_select(0, users), s)
-        hit = torch.zeros(b, s + 1, dtype=torch.bool, device=negs.device).scatter_(1, at, True)  # column s: none
-        hit = hit.gather(1, column[negs].expand(b, -1))  # a repeated negative shares its column's answer
+    def _uninteresting(self, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor,
+                       seen: torch.Tensor | None) -> torch.Tensor:
+        """bool [B, S]: the shared negatives that are neither the row's positive, nor in its teacher top-K, nor
+        (``seen``) one of the user's training items."""
+        kn = self.knowledge
+        hit = negatives_hit(negs, kn.items.index_select(0, users), kn.valid.index_select(0, users), self.n_items)
         hit = hit | (negs[None, :] == pos[:, None])
-        return ~hit
+        return ~hit if seen is None else ~(hit | seen)
+
+    def _seen_negatives(self, users: torch.Tensor, negs: torch.Tensor) -> torch.Tensor | None:
+        """bool [B, S]: the shared negatives that are training items of the row's user (None without
+        ``exclude``). Such an item is left out of every ranking, so it must not count as ranked above or below
+        anything (RD's rank estimate, RRD's uninteresting items)."""
+        if self.exclude is None:
+            return None
+        ex = self.exclude
+        start, length = ex.indptr[users], ex.indptr[users + 1] - ex.indptr[users]
+        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), length)
+        offsets = torch.arange(int(length.sum()), device=users.device) - torch.repeat_interleave(
+            torch.cumsum(length, 0) - length, length)
+        items = ex.indices.index_select(0, torch.repeat_interleave(start, length) + offsets)
+        return negatives_hit_pairs(negs, rows, items, len(users), self.n_items)
 
     def _cached_teacher(self, users, ranks, topk_valid, extra):
         """Teacher scores [B, n_own] of the own columns from the knowledge (0 where unknown) and the mask of the
@@ -360,6 +373,28 @@ class DistillationObjective(SupervisedObjective):
             scores.append(_pick(kn.scores, users, block_ranks.clamp_max(kn.k - 1)) * inside)
             known.append(inside)
         return torch.cat(scores, dim=1), torch.cat(known, dim=1)
+
+
+def negatives_hit_pairs(negs: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, b: int,
+                        n_items: int) -> torch.Tensor:
+    """Shared negatives [S] and pairs (batch row [P], item [P]) -> bool [B, S]: negative j is one of row r's
+    items. Membership goes through a dense item -> column map of the negatives (O(n_items + P + B·S), no
+    search); a repeated negative shares its column's answer."""
+    s = len(negs)
+    column = torch.full((n_items,), s, dtype=torch.int64, device=negs.device)
+    column[negs] = torch.arange(s, device=negs.device)  # a repeated negative: its last column
+    hit = torch.zeros(b, s + 1, dtype=torch.bool, device=negs.device)  # column s: not a negative
+    hit[rows, column.index_select(0, items)] = True
+    return hit.gather(1, column[negs].expand(b, -1))
+
+
+def negatives_hit(negs: torch.Tensor, items: torch.Tensor, real: torch.Tensor, n_items: int) -> torch.Tensor:
+    """Shared negatives [S], each row's items [B, L] with their real mask [B, L] -> bool [B, S]: negative j is
+    one of row r's real items."""
+    b, width = items.shape
+    rows = torch.arange(b, device=items.device).repeat_interleave(width)
+    keep = real.reshape(-1)
+    return negatives_hit_pairs(negs, rows[keep], items.reshape(-1)[keep], b, n_items)
 
 
 def _pick(table: torch.Tensor, users: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
