@@ -45,18 +45,37 @@ def _add_data_args(p: argparse.ArgumentParser, default: str = "the embedded synt
                    "(default); test is at or after the cut, validation as many interactions just before it")
 
 
-def _add_kd_args(p: argparse.ArgumentParser) -> None:
-    from rankdistill.config import DistillConfig
+def _defaults():
+    """The RunConfig whose fields are every command's defaults (one place: flags and Python cannot drift)."""
+    from rankdistill.pipeline import RunConfig
 
-    dd = DistillConfig()
-    p.add_argument("--kd", default=dd.kd, help="distillation loss(es): NAME[:WEIGHT][+NAME[:WEIGHT]...]")
+    return RunConfig()
+
+
+def _add_kd_args(p: argparse.ArgumentParser) -> None:
+    dd = _defaults().distill
+    p.add_argument("--kd", default=dd.kd, help="distillation loss(es): NAME[:WEIGHT][+NAME[:WEIGHT]...], 'none', or "
+                   f"'auto' (default): short pilots of --auto-menu from the same start, the best on validation is "
+                   "finished, never one below the student trained alone")
+    p.add_argument("--auto-menu", default=",".join(dd.auto_menu),
+                   help=f"--kd auto: the specs it tries, comma-separated (default {','.join(dd.auto_menu)})")
+    p.add_argument("--auto-pilot-epochs", type=int, default=dd.auto_pilot_epochs,
+                   help="--kd auto: epochs of each pilot before the choice")
     p.add_argument("--temperature", type=float, default=dd.temperature)
     p.add_argument("--kd-topk", type=int, default=dd.topk, help="teacher top-K kept per user")
     p.add_argument("--kd-samples", type=int, default=dd.topk_samples, help="top-K items sampled per example")
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_score_args(g, model) -> None:
+    g.add_argument("--score", default=model.score, choices=["dot", "cosine"],
+                   help=f"two_tower scores: inner product, or cosine / --score-temperature (default {model.score})")
+    g.add_argument("--score-temperature", type=float, default=model.temperature,
+                   help=f"--score cosine: scores are cos(u, i) / this (default {model.temperature})")
+
+
+def _add_model_args(p: argparse.ArgumentParser, model) -> None:
     g = p.add_argument_group("model")
+    _add_score_args(g, model)
     g.add_argument("--model", default="two_tower", choices=["two_tower", "mlp"],
                    help="two_tower: dot product of user and item vectors (MF without --tower-layers), servable by "
                    "nearest-neighbour search; mlp: user and item embeddings concatenated and scored by an MLP")
@@ -65,15 +84,16 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
-    from rankdistill.config import TrainConfig
-
-    d = TrainConfig()
+    d = _defaults().train
     g = p.add_argument_group("training")
     g.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping on validation)")
     g.add_argument("--batch-size", type=int, default=d.batch_size)
     g.add_argument("--negatives", type=int, default=d.negatives, help="uniform negatives shared by each batch")
-    g.add_argument("--loss", default=d.loss, help="supervised loss: softmax, bpr or bce")
-    g.add_argument("--l2", type=float, default=0.01, help="L2 penalty on the batch's embedding rows")
+    g.add_argument("--loss", default=d.loss, help=f"supervised loss: softmax, bsl, bpr or bce (default {d.loss})")
+    g.add_argument("--bsl-tau2", type=float, default=d.bsl_tau2, help="--loss bsl: weight of the negative side")
+    g.add_argument("--in-batch-negatives", action=argparse.BooleanOptionalAction, default=d.in_batch_negatives,
+                   help="also the batch's other positives as negatives, logQ-corrected (dot-product models)")
+    g.add_argument("--l2", type=float, default=d.l2, help="L2 penalty on the batch's embedding rows")
     g.add_argument("--patience", type=int, default=d.patience, help="epochs without validation improvement")
     g.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine", "linear"])
     g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
@@ -92,11 +112,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("run", help="teacher, student alone and distilled student on one split, with a report")
     _add_data_args(p)
     _add_train_args(p)
+    rc = _defaults()
     p.add_argument("--out", help="run directory (default runs/<timestamp>)")
-    p.add_argument("--teacher-dim", type=int, default=128)
-    p.add_argument("--student-dim", type=int, default=16)
-    p.add_argument("--teacher-lr", type=float, default=0.05, help="embedding learning rate of the teacher")
-    p.add_argument("--student-lr", type=float, default=0.2, help="embedding learning rate of the students")
+    p.add_argument("--teacher-dim", type=int, default=rc.teacher.embedding_dim)
+    p.add_argument("--student-dim", type=int, default=rc.student.embedding_dim)
+    p.add_argument("--teacher-lr", type=float, default=rc.teacher.lr, help="embedding learning rate of the teacher")
+    p.add_argument("--student-lr", type=float, default=rc.student.lr, help="embedding learning rate of the students")
+    _add_score_args(p.add_argument_group("model (teacher and students)"), rc.teacher)
     _add_kd_args(p)
     p.add_argument("--sizes", help="student embedding sizes to compare, e.g. 4,8,16,32,64: each is trained alone "
                    "and distilled; a plot of NDCG@20 against parameters goes into the run directory")
@@ -106,17 +128,17 @@ def build_parser() -> argparse.ArgumentParser:
     _add_data_args(p)
     _add_train_args(p)
     p.add_argument("--out", required=True, help="model directory to write (config, vocabularies, weights)")
-    p.add_argument("--dim", type=int, default=128, help="embedding size")
-    _add_model_args(p)
-    p.add_argument("--lr", type=float, default=0.05, help="embedding learning rate")
+    p.add_argument("--dim", type=int, default=rc.teacher.embedding_dim, help="embedding size")
+    _add_model_args(p, rc.teacher)
+    p.add_argument("--lr", type=float, default=rc.teacher.lr, help="embedding learning rate")
     p.set_defaults(handler="rankdistill.commands.train:main")
 
     p = sub.add_parser("distill", help="distil a saved teacher into a small student and write its model directory")
     p.add_argument("--teacher", required=True, help="the teacher's model directory")
     p.add_argument("--out", required=True, help="model directory to write for the student")
-    p.add_argument("--dim", type=int, default=16, help="the student's embedding size")
-    _add_model_args(p)
-    p.add_argument("--lr", type=float, default=0.2, help="the student's embedding learning rate")
+    p.add_argument("--dim", type=int, default=rc.student.embedding_dim, help="the student's embedding size")
+    _add_model_args(p, rc.student)
+    p.add_argument("--lr", type=float, default=rc.student.lr, help="the student's embedding learning rate")
     p.add_argument("--knowledge", metavar="FILE.parquet", help="the teacher's top-K per user: reused when the "
                    "file exists, else computed from the teacher and written there")
     p.add_argument("--cached-only", action="store_true", help="distil from --knowledge alone: the teacher's "

@@ -131,6 +131,8 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
     if run.distill.kd.strip() == "auto":
         from rankdistill.auto import distill_auto
 
+        if distributed.active():
+            raise RankdistillError("--kd auto runs its pilots in one process; under torchrun name the loss with --kd")
         return distill_auto(split, teacher, run, knowledge, name, out_dir, alone)
     objective = distillation_objective(split, teacher, knowledge, run)
     trained = train_model(split, run.student, run, name, objective, out_dir)

@@ -71,10 +71,25 @@ def markdown(report: dict) -> str:
         table(report),
         "",
         f"Teacher–student gap recovered by distillation: {gap}.",
+        *_auto_lines(report),
         *_fidelity_lines(report),
         f"Total time {report['seconds']:.1f} s on {report['environment']['device']}.",
         "",
     ])
+
+
+def _auto_lines(report: dict) -> list[str]:
+    """--kd auto: the pilots' validation figures, the student alone's, and the choice with its reason."""
+    auto = report["models"].get("distilled", {}).get("auto")
+    if not auto:
+        return []
+    lines = ["", f"Distillation method chosen by `--kd auto` on {auto['metric']} after {auto['pilot_epochs']} "
+                 f"pilot epoch(s) each ({auto['seconds']:.0f} s in all, pilots {auto['pilot_seconds']:.0f} s):", "",
+             "| method | pilot validation |", "|---|---|",
+             f"| student alone (true labels) | {auto['student_alone']:.4f} |"]
+    lines += [f"| `{spec}` | {value:.4f} |" for spec, value in auto["pilots"].items()]
+    lines += ["", f"Chosen: `{auto['chosen']}`: {auto['reason']}.", ""]
+    return lines
 
 
 def _fidelity_lines(report: dict) -> list[str]:

@@ -33,7 +33,11 @@ def test_run_end_to_end_writes_report(tmp_path, tiny_csv, capsys):
         assert set(m["metrics"]) == keys
         assert m["params"] > 0 and m["train_seconds"] > 0
     assert report["models"]["teacher"]["params"] == 4 * report["models"]["student"]["params"]
-    assert report["models"]["distilled"]["method"] == "listkl"
+    auto = report["models"]["distilled"]["auto"]  # the default --kd auto records what it tried and chose
+    assert report["models"]["distilled"]["method"] == f"auto: {auto['chosen']}"
+    assert set(auto["pilots"]) == set(report["config"]["distill"]["auto_menu"])
+    assert auto["chosen"] == "none" or auto["pilots"][auto["chosen"]] > auto["student_alone"]
+    assert "chosen by `--kd auto`" in (out / "report.md").read_text()
     assert set(report["gap_recovered"]) == {"ndcg@10", "ndcg@20", "recall@20"}
     assert (out / "report.md").read_text().startswith("# rankdistill run on log")
     assert "| teacher | 16 |" in capsys.readouterr().out

@@ -66,7 +66,10 @@ def test_distill_from_a_teacher_directory(workdir):
     assert main(["distill", "--teacher", str(workdir / "teacher"), "--out", str(out), "--dim", "4", *KD, *FAST]) == 0
     config = json.loads((out / "config.json").read_text())
     assert config["name"] == "distilled" and config["model"]["embedding_dim"] == 4
-    assert config["teacher"]["path"] == str((workdir / "teacher").resolve()) and config["distill"]["kd"] == "listkl"
+    assert config["teacher"]["path"] == str((workdir / "teacher").resolve()) and config["distill"]["kd"] == "auto"
+    auto = config["auto"]  # the default --kd auto: pilots, the student alone as a pilot too, the choice
+    assert set(auto["pilots"]) == set(config["distill"]["auto_menu"]) and "student_alone" in auto
+    assert auto["chosen"] == "none" or auto["pilots"][auto["chosen"]] > auto["student_alone"]
     assert config["split"] == {"kind": "temporal-leave-one-out"} and config["data"]["path"].endswith("log.csv")
 
 

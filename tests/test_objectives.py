@@ -328,7 +328,9 @@ def test_two_epoch_run_with_stateful_losses(teacher, knowledge, tiny_split):
 # -- registry and configuration ---------------------------------------------------------------------------
 def test_parse_kd_names_and_weights():
     assert parse_kd("soft_bce:0.5+listkl") == (("soft_bce", 0.5), ("listkl", 1.0))
-    assert parse_kd("none") == () and parse_kd("") == ()
+    assert parse_kd("none") == ()
+    with pytest.raises(RankdistillError, match="--kd is empty"):
+        parse_kd("")
 
 
 @pytest.mark.parametrize("spec, message", [

@@ -12,7 +12,6 @@ import argparse
 from dataclasses import asdict
 
 from rankdistill.commands.train import fit_record, metrics_record, split_args_given, split_from_args, summary_line
-from rankdistill.config import DistillConfig
 from rankdistill.data.load import DataSpec
 from rankdistill.data.split import make_split, parse_cut, split_arguments
 from rankdistill.errors import RankdistillError
@@ -43,11 +42,11 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from rankdistill.commands.run import configure_torch, model_config, train_config
+    from rankdistill.commands.run import configure_torch, distill_config, model_config, train_config
 
     configure_torch(args.threads)
     student = model_config(args)
-    kd = DistillConfig(kd=args.kd, temperature=args.temperature, topk=args.kd_topk, topk_samples=args.kd_samples)
+    kd = distill_config(args)
     device = distributed.process_device()  # the CPU, or this rank's GPU under torchrun with NCCL
     config = RunConfig(student=student, train=train_config(args), distill=kd, seed=args.seed, quiet=args.quiet,
                        device=str(device))
@@ -85,6 +84,9 @@ def _main(args: argparse.Namespace) -> int:
                "teacher": {"path": str(teacher.path.resolve()), "model": teacher.config["model"],
                            "metrics": teacher.config.get("metrics", {})},
                "fit": fit_record(trained)}
+    if trained.auto is not None:
+        records["auto"] = trained.auto
+        print(f"--kd auto chose {trained.auto['chosen']}: {trained.auto['reason']}")
     save_model(args.out, trained.model, student, data, split, "distilled", records, metrics)
-    print(summary_line(f"student distilled with {kd.kd}", args.out, trained, split))
+    print(summary_line(f"student distilled with {trained.method or kd.kd}", args.out, trained, split))
     return 0

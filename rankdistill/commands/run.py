@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from rankdistill.config import DistillConfig, ModelConfig, TrainConfig
@@ -35,9 +36,18 @@ def parse_sizes(text: str | None) -> tuple[int, ...]:
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
     """The ModelConfig of --dim, --lr, --model, --tower-layers and --mlp-layers (train and distill)."""
+    score = args.score if args.model == "two_tower" else "dot"  # an mlp model scores with its MLP
     return ModelConfig(kind=args.model, embedding_dim=args.dim, lr=args.lr,
                        tower_layers=parse_widths(args.tower_layers, "--tower-layers"),
-                       mlp_layers=parse_widths(args.mlp_layers, "--mlp-layers"))
+                       mlp_layers=parse_widths(args.mlp_layers, "--mlp-layers"), score=score,
+                       temperature=args.score_temperature)
+
+
+def distill_config(args: argparse.Namespace) -> DistillConfig:
+    """The DistillConfig of --kd, --temperature, --kd-topk, --kd-samples, --auto-menu, --auto-pilot-epochs."""
+    menu = tuple(m.strip() for m in args.auto_menu.split(",") if m.strip())
+    return DistillConfig(kd=args.kd, temperature=args.temperature, topk=args.kd_topk, topk_samples=args.kd_samples,
+                         auto_menu=menu, auto_pilot_epochs=args.auto_pilot_epochs)
 
 
 def parse_widths(text: str, option: str) -> tuple[int, ...]:
@@ -50,19 +60,20 @@ def parse_widths(text: str, option: str) -> tuple[int, ...]:
 def train_config(args: argparse.Namespace) -> TrainConfig:
     """The TrainConfig of the training options every training command shares (cli._add_train_args)."""
     return TrainConfig(epochs=args.epochs, batch_size=args.batch_size, negatives=args.negatives, loss=args.loss,
-                       l2=args.l2, patience=args.patience, lr_schedule=args.lr_schedule,
+                       bsl_tau2=args.bsl_tau2, in_batch_negatives=args.in_batch_negatives, l2=args.l2, patience=args.patience, lr_schedule=args.lr_schedule,
                        warmup_steps=args.warmup_steps, clip_grad_norm=args.clip_grad_norm, bf16=not args.no_bf16,
                        seed=args.seed)
 
 
 def main(args: argparse.Namespace) -> int:
     configure_torch(args.threads)
+    defaults = RunConfig()
+    score = dict(score=args.score, temperature=args.score_temperature)
     config = RunConfig(
-        teacher=ModelConfig(embedding_dim=args.teacher_dim, lr=args.teacher_lr),
-        student=ModelConfig(embedding_dim=args.student_dim, lr=args.student_lr),
+        teacher=replace(defaults.teacher, embedding_dim=args.teacher_dim, lr=args.teacher_lr, **score),
+        student=replace(defaults.student, embedding_dim=args.student_dim, lr=args.student_lr, **score),
         train=train_config(args),
-        distill=DistillConfig(kd=args.kd, temperature=args.temperature, topk=args.kd_topk,
-                              topk_samples=args.kd_samples),
+        distill=distill_config(args),
         split=args.split, split_ratio=args.split_ratio, split_time=args.split_time,
         seed=args.seed, quiet=args.quiet, sizes=parse_sizes(args.sizes),
     )

@@ -261,8 +261,11 @@ KD_LOSSES: dict[str, type[KDTerm]] = {
 def parse_kd(spec: str) -> tuple[tuple[str, float], ...]:
     """'soft_bce:0.5+listkl' -> (('soft_bce', 0.5), ('listkl', 1.0)); 'none' -> ()."""
     spec = spec.strip()
-    if spec in ("", "none"):
+    if spec == "none":
         return ()
+    if not spec:
+        raise RankdistillError("--kd is empty: name the distillation loss(es), 'auto' to choose on validation, or "
+                               "'none' for the student alone")
     terms = []
     for part in spec.split("+"):
         name, _, weight = part.strip().partition(":")
