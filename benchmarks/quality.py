@@ -55,6 +55,21 @@ def markdown(rows: list[dict], header: str) -> str:
     return "\n".join(out) + "\n"
 
 
+def _typed(config, items: list[str]) -> dict:
+    """KEY=VALUE strings -> {key: value of the field's type} for ``config``'s dataclass."""
+    out = {}
+    for item in items:
+        key, _, value = item.partition("=")
+        current = getattr(config, key)
+        if isinstance(current, bool):
+            out[key] = value.lower() in ("1", "true", "yes")
+        elif isinstance(current, tuple):
+            out[key] = tuple(v for v in value.split(",") if v)
+        else:
+            out[key] = type(current)(value)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", help="default: the embedded synthetic data")
@@ -66,14 +81,17 @@ def main() -> None:
                    "(default: --epochs)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a DistillConfig field for every distilled row, e.g. --set rd_dynamic_from=3")
-    p.add_argument("--teacher-dim", type=int, default=128)
-    p.add_argument("--student-dim", type=int, default=16)
-    p.add_argument("--teacher-lr", type=float, default=0.05)
-    p.add_argument("--student-lr", type=float, default=0.2)
-    p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--patience", type=int, default=3)
-    p.add_argument("--l2", type=float, default=0.01)
-    p.add_argument("--temperature", type=float, default=1.0)
+    d = RunConfig()  # every default is the command line's (rankdistill run)
+    p.add_argument("--teacher-dim", type=int, default=d.teacher.embedding_dim)
+    p.add_argument("--student-dim", type=int, default=d.student.embedding_dim)
+    p.add_argument("--teacher-lr", type=float, default=d.teacher.lr)
+    p.add_argument("--student-lr", type=float, default=d.student.lr)
+    p.add_argument("--epochs", type=int, default=d.train.epochs)
+    p.add_argument("--patience", type=int, default=d.train.patience)
+    p.add_argument("--l2", type=float, default=d.train.l2)
+    p.add_argument("--temperature", type=float, default=d.distill.temperature)
+    p.add_argument("--train-set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a TrainConfig field for every model, e.g. --train-set negatives=512")
     p.add_argument("--no-combo", action="store_true", help="skip the best-combination row")
     p.add_argument("--no-cross-family", action="store_true", help="skip the MLP-teacher rows")
     p.add_argument("--seed", type=int, default=0)
@@ -86,15 +104,13 @@ def main() -> None:
 
     data = load_interactions(args.data, args.format)
     split = make_split(data, None, args.seed)
-    overrides = {}
-    for item in args.set:
-        key, _, value = item.partition("=")
-        field_type = type(getattr(DistillConfig(), key))
-        overrides[key] = field_type(value)
-    run = RunConfig(teacher=ModelConfig(embedding_dim=args.teacher_dim, lr=args.teacher_lr),
-                    student=ModelConfig(embedding_dim=args.student_dim, lr=args.student_lr),
-                    train=TrainConfig(epochs=args.epochs, patience=args.patience, l2=args.l2),
-                    distill=DistillConfig(temperature=args.temperature, **overrides), seed=args.seed)
+    overrides = _typed(DistillConfig(), args.set)
+    train_overrides = _typed(d.train, args.train_set)
+    run = RunConfig(teacher=replace(d.teacher, embedding_dim=args.teacher_dim, lr=args.teacher_lr),
+                    student=replace(d.student, embedding_dim=args.student_dim, lr=args.student_lr),
+                    train=replace(d.train, epochs=args.epochs, patience=args.patience, l2=args.l2,
+                                  **train_overrides),
+                    distill=replace(d.distill, temperature=args.temperature, **overrides), seed=args.seed)
     kd_run = replace(run, train=replace(run.train, epochs=args.kd_epochs or args.epochs))
     rows = []
     pop = Popularity(split.train)
@@ -110,7 +126,8 @@ def main() -> None:
 
     def distil(spec: str, teacher_model=teacher.model, know=knowledge, name=None) -> TrainedModel:
         cfg = replace(kd_run, distill=replace(run.distill, kd=spec))
-        return distill(split, teacher_model, cfg, name or f"kd-{spec}", know, out_dir=out)
+        return distill(split, teacher_model, cfg, name or f"kd-{spec}", know, out_dir=out,
+                       alone=student if spec == "auto" else None)
 
     singles = {}
     for spec in args.methods.split(","):

@@ -359,3 +359,18 @@ def test_config_checks_loss_hyperparameters():
         DistillConfig(de_tau_start=0.1, de_tau_end=1.0)
     with pytest.raises(RankdistillError, match="rd_mu must be > 0"):
         DistillConfig(rd_mu=0)
+
+
+@pytest.mark.parametrize("kd, expected", [("rrd", []), ("rd", []), ("rce", [False]), ("listkl", [True]),
+                                          ("rrd+listkl", [True])])
+def test_the_teacher_scores_only_the_columns_a_term_uses(kd, expected, teacher, knowledge, tiny_split, monkeypatch):
+    """rrd/rd need only the teacher's ranks (the knowledge), rce its scores of each row's own candidates,
+    the score-matching losses also those of the shared negatives."""
+    calls = []
+    original = teacher.forward
+    monkeypatch.setattr(teacher, "forward", lambda users, items, shared=None: (
+        calls.append(shared is not None), original(users, items, shared))[1])
+    objective = DistillationObjective(teacher, knowledge, _config(kd), exclude=tiny_split.train)
+    calls.clear()  # construction probes the teacher's widths once
+    loss, _ = objective(_student(tiny_split), *_batch(tiny_split))
+    assert calls == expected and torch.isfinite(loss)

@@ -99,6 +99,10 @@ class KDTerm(nn.Module):
     help: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False  # True: needs the teacher's weights, not only its cached top-K
     needs_uninteresting: ClassVar[bool] = False  # True: the objective fills KDBatch.uninteresting
+    # which columns need the online teacher's scores: "all" (own candidates and shared negatives), "own" (each
+    # row's own candidates), "none" (the teacher's ranks in the knowledge are enough): the teacher scores only
+    # what some term uses
+    teacher_columns: ClassVar[str] = "all"
 
     def __init__(self, config, teacher_dims: tuple[int, int] | None = None) -> None:
         super().__init__()
@@ -152,6 +156,7 @@ class ListMLE(KDTerm):
 class RRD(KDTerm):
     help = "relaxed ranking distillation: teacher's top-K order above uninteresting negatives (Kang et al. 2020)"
     needs_uninteresting = True
+    teacher_columns = "none"  # teacher ranks from the knowledge only
 
     def forward(self, b: KDBatch) -> torch.Tensor:
         return relaxed_ranking(b.student[:, b.topk], b.student[:, b.negatives], b.valid[:, b.topk], b.uninteresting)
@@ -160,6 +165,8 @@ class RRD(KDTerm):
 class TopKRD(KDTerm):
     help = ("ranking distillation: teacher's top --rd-k as weighted positives, position and (from epoch "
             "rd_dynamic_from) rank-discrepancy weights (Tang & Wang 2018)")
+
+    teacher_columns = "none"  # teacher ranks from the knowledge only
 
     def __init__(self, config, teacher_dims=None) -> None:
         super().__init__(config, teacher_dims)
@@ -183,6 +190,8 @@ class DCD(KDTerm):
     help = ("rank-discrepancy correction: items the student ranks much lower or higher than the teacher, "
             "relaxed listwise (Lee & Kim 2021, user side)")
 
+    teacher_columns = "none"  # teacher ranks from the knowledge only
+
     def forward(self, b: KDBatch) -> torch.Tensor:
         return discrepancy_correction(b.student[:, b.dcd], b.dcd_ranks, b.valid[:, b.dcd], b.k)
 
@@ -190,6 +199,8 @@ class DCD(KDTerm):
 class RCE(KDTerm):
     help = ("rejuvenated cross-entropy: teacher's top-K split by the student's top-K, the rest completed by "
             "items drawn from the student's top list (closure), mixed by their overlap (Zhu & Zhang, ICLR 2026)")
+
+    teacher_columns = "own"  # the teacher top-K and the student top list
 
     def forward(self, b: KDBatch) -> torch.Tensor:
         c, (s, t, known) = b.rce, b.on_scored()

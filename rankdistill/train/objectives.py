@@ -192,6 +192,8 @@ class DistillationObjective(SupervisedObjective):
         self.weights = dict(config.terms)
         self.need_uninteresting = any(term.needs_uninteresting for term in self.terms.values())
         self.need_seen = self.need_uninteresting or "rd" in self.terms
+        order = ("none", "own", "all")
+        self.teacher_columns = max((t.teacher_columns for t in self.terms.values()), key=order.index, default="none")
         self.epoch, self.dcd_state, self.dcd_stale = 1, None, True
         self.rce_state, self.rce_stale = None, True
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 7919)
@@ -234,15 +236,18 @@ class DistillationObjective(SupervisedObjective):
         n_own = own_t.shape[1]
         fwd = model(users, own_t, negs)  # scores [B, n_own + S]: one lookup per table
         total, parts = self.supervised(fwd, pos, negs, users)
-        if self.teacher is not None:
-            with torch.no_grad():
-                tf = self.teacher(users, own_t, negs)
+        if self.teacher is not None and self.teacher_columns != "none":
+            with torch.no_grad():  # the teacher scores only the columns some term uses
+                tf = self.teacher(users, own_t, negs if self.teacher_columns == "all" else None)
             teacher_scores = tf.scores
             # a negative that is also one of the row's own candidates is the same item twice: its column would
             # count it a second time in every list the losses compare (listkl's softmaxes, pairs, ...)
-            twice = negatives_hit(negs, own_t, valid_t, self.n_items)
-            known = torch.cat([valid_t, ~twice], dim=1)
-        else:  # cached: teacher scores of the own columns only, known for the top-K items
+            if self.teacher_columns == "all":
+                twice = negatives_hit(negs, own_t, valid_t, self.n_items)
+                known = torch.cat([valid_t, ~twice], dim=1)
+            else:
+                known = valid_t
+        else:  # cached (or no term needs the teacher's scores): the own columns' scores from the knowledge
             tf = None
             teacher_scores, known = self._cached_teacher(users, ranks, topk_valid, extra)
         t1 = 1 + ranks.shape[1]
