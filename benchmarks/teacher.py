@@ -18,7 +18,7 @@ import itertools
 import json
 import platform
 import time
-from dataclasses import fields, replace
+from dataclasses import asdict, fields, replace
 from pathlib import Path
 
 import torch
@@ -28,6 +28,8 @@ from rankdistill.data.load import load_interactions
 from rankdistill.data.split import make_split
 from rankdistill.pipeline import RunConfig, train_model
 
+SHOWN = ("embedding_dim", "score", "temperature", "lr", "loss", "bsl_tau2", "in_batch_negatives", "batch_size",
+         "negatives", "l2", "lr_schedule", "epochs", "patience")
 MODEL_FIELDS = {f.name: f.type for f in fields(ModelConfig)}
 TRAIN_FIELDS = {f.name: f.type for f in fields(TrainConfig)}
 
@@ -52,17 +54,42 @@ def configs(base_model: ModelConfig, base_train: TrainConfig, settings: dict) ->
     return replace(base_model, **m), replace(base_train, **t)
 
 
+def table(paths: list[str]) -> str:
+    """A markdown table of JSON-lines records: the settings that differ, the validation curve's best, test."""
+    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
+    for r in rows:  # the resolved configs, where recorded, fill the settings a run left at their defaults
+        r["settings"] = {**{k: v for k, v in {**r.get("model", {}), **r.get("train", {})}.items()
+                            if k in SHOWN}, **r["settings"]}
+    keys = sorted({k for r in rows for k in r["settings"]})
+    varying = [k for k in keys if len({json.dumps(r["settings"].get(k)) for r in rows}) > 1]
+    fixed = {k: rows[0]["settings"][k] for k in keys if k not in varying and k in rows[0]["settings"]}
+    head = ["data", *varying, "epochs run", "best epoch", "valid ndcg@20", "test ndcg@20", "test recall@20", "s"]
+    out = [f"Common settings: {json.dumps(fixed)}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        cells = [r["data"], *(str(r["settings"].get(k, "")) for k in varying), str(len(r["valid_curve"])),
+                 str(r["best_epoch"]), f"{r['valid_ndcg@20']:.4f}", f"{r['test']['ndcg@20']:.4f}",
+                 f"{r['test']['recall@20']:.4f}", f"{r['seconds']:.0f}"]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--data", required=True)
+    p.add_argument("--table", nargs="+", metavar="JSONL", help="print a markdown table of these result files and exit")
+    p.add_argument("--data")
     p.add_argument("--format")
     p.add_argument("--split")
-    p.add_argument("--out", required=True, help="JSON-lines file, one line per setting (appended)")
+    p.add_argument("--out", help="JSON-lines file, one line per setting (appended)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
+    if args.table:
+        print(table(args.table))
+        return
+    if not args.data or not args.out:
+        p.error("--data and --out are required (or --table FILES)")
     torch.set_num_threads(args.threads)
     data = load_interactions(args.data, args.format)
     split = make_split(data, args.split, args.seed)
@@ -84,6 +111,7 @@ def main() -> None:
             "seconds": round(time.perf_counter() - t0, 1),
             "test": {k: round(v, 5) for k, v in trained.metrics.items()},
             "params": trained.model.num_parameters(),
+            "model": asdict(model_cfg), "train": asdict(train_cfg),  # the resolved configs, defaults included
             "device": f"CPU {platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
         }
         with out.open("a") as f:

@@ -114,3 +114,14 @@ def test_a_cosine_teacher_learns_the_tiny_data(tiny_split):
     fit = Trainer(model, tiny_split, SupervisedObjective.from_config(train, tiny_split), train).fit()
     pop = evaluate(Popularity(tiny_split.train), tiny_split, "valid", (20,), ("ndcg",))["ndcg@20"]
     assert fit.best_valid["ndcg@20"] > pop
+
+
+@pytest.mark.parametrize("tau2, users", [(1.0, None), (1.3, torch.tensor([1, 1, 2, 3, 3]))])
+def test_block_wise_losses_equal_the_losses_of_the_joined_matrix(tau2, users):
+    from rankdistill.losses.supervised import bilateral_softmax_blocks, softmax_blocks
+
+    g = torch.Generator().manual_seed(1)
+    pos, a, b = torch.randn(5, generator=g), torch.randn(5, 7, generator=g), torch.randn(5, 3, generator=g)
+    joined = torch.cat([pos[:, None], a, b], dim=1)
+    torch.testing.assert_close(softmax_blocks(pos, [a, b]), sampled_softmax(joined))
+    torch.testing.assert_close(bilateral_softmax_blocks(pos, [a, b], tau2, users), bilateral_softmax(joined, tau2, users))

@@ -67,4 +67,27 @@ def bilateral_softmax(scores: torch.Tensor, tau2: float = 1.0, users: torch.Tens
     return (tau2 * neg - pos).mean()
 
 
+def softmax_blocks(pos: torch.Tensor, negatives: list[torch.Tensor]) -> torch.Tensor:
+    """:func:`sampled_softmax` of ``[pos | negatives[0] | negatives[1] | ...]`` without joining the blocks:
+    pos [B], each block [B, N_k] -> scalar (log-sum-exp per block, combined with logaddexp)."""
+    lse = pos
+    for block in negatives:
+        lse = torch.logaddexp(lse, torch.logsumexp(block, dim=1))
+    return (lse - pos).mean()
+
+
+def bilateral_softmax_blocks(pos: torch.Tensor, negatives: list[torch.Tensor], tau2: float = 1.0,
+                             users: torch.Tensor | None = None) -> torch.Tensor:
+    """:func:`bilateral_softmax` of ``[pos | negatives[0] | ...]`` without joining the blocks: pos [B], each
+    block [B, N_k] -> scalar."""
+    if users is not None:
+        same = users[:, None] == users[None, :]
+        pos = torch.logsumexp(pos[None, :].masked_fill(~same, float("-inf")), dim=1) - same.sum(1).log()
+    lse = torch.logsumexp(negatives[0], dim=1)
+    for block in negatives[1:]:
+        lse = torch.logaddexp(lse, torch.logsumexp(block, dim=1))
+    n = sum(block.shape[1] for block in negatives)
+    return (tau2 * (lse - math.log(n)) - pos).mean()
+
+
 SUPERVISED_LOSSES = {"softmax": sampled_softmax, "bsl": bilateral_softmax, "bpr": bpr, "bce": binary_cross_entropy}

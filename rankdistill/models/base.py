@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import abc
 from dataclasses import dataclass
+from functools import cached_property
 
 import torch
 from torch import nn
@@ -16,15 +17,26 @@ from torch import nn
 
 @dataclass
 class Forward:
-    """What one training forward pass produces (one lookup per table, so the fused update runs once)."""
+    """What one training forward pass produces (one lookup per table, so the fused update runs once).
 
-    scores: torch.Tensor  # [B, L + S]: each row's own L candidates, then the S shared ones
+    ``own_scores`` [B, L] and ``shared_scores`` [B, S] are kept apart: the supervised loss reads the two
+    blocks without copying them into one matrix; ``scores`` [B, L + S] joins them once, when a loss needs it."""
+
+    own_scores: torch.Tensor  # [B, L] each row's own L candidates (or [B, L + S] when shared_scores is None)
     user_emb: torch.Tensor  # [B, D] raw table rows (L2 regularisation acts on these)
     item_emb: torch.Tensor  # [B, L, D]
     shared_emb: torch.Tensor | None  # [S, D]
     user_hidden: torch.Tensor  # [B, H] representation fed to the scorer (hint losses act on these)
     item_hidden: torch.Tensor  # [B, L, H]
     shared_hidden: torch.Tensor | None  # [S, H]
+    shared_scores: torch.Tensor | None = None  # [B, S] the shared candidates' scores
+
+    @cached_property
+    def scores(self) -> torch.Tensor:
+        """[B, L + S]: each row's own L candidates, then the S shared ones."""
+        if self.shared_scores is None:
+            return self.own_scores
+        return torch.cat([self.own_scores, self.shared_scores], dim=1)
 
 
 class Ranker(nn.Module, abc.ABC):

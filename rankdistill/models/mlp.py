@@ -69,7 +69,7 @@ class MLPRanker(Ranker):
             return Forward(scores, u, i, None, u, i, None)
         s = rows[b * l :]
         shared_scores = self._score(u, s[None])
-        return Forward(torch.cat([scores, shared_scores], dim=1), u, i, s, u, i, s)
+        return Forward(scores, u, i, s, u, i, s, shared_scores=shared_scores)
 
     @torch.no_grad()
     def score_all(self, users: torch.Tensor) -> torch.Tensor:

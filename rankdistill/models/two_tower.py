@@ -86,7 +86,7 @@ class TwoTower(DotProductRanker):
         if shared is None:
             return Forward(scores, u, i, None, hu, hi, None)
         se, hs = rows[b * l :], hrows[b * l :]
-        return Forward(torch.cat([scores, hu @ hs.T], dim=1), u, i, se, hu, hi, hs)
+        return Forward(scores, u, i, se, hu, hi, hs, shared_scores=hu @ hs.T)
 
     def config(self) -> dict:
         return dict(kind=self.kind, n_users=self.n_users, n_items=self.n_items, embedding_dim=self.embedding_dim,

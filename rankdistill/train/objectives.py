@@ -30,7 +30,7 @@ from rankdistill.data.csr import Csr
 from rankdistill.errors import RankdistillError
 from rankdistill.losses.rce import closure_log_weights
 from rankdistill.losses.registry import KD_LOSSES, KDBatch, RCEColumns
-from rankdistill.losses.supervised import SUPERVISED_LOSSES
+from rankdistill.losses.supervised import SUPERVISED_LOSSES, bilateral_softmax_blocks, softmax_blocks
 from rankdistill.losses.topk import discrepancy_weights
 from rankdistill.models.base import Forward, Ranker
 from rankdistill.train.knowledge import TeacherKnowledge, rank_with_positions
@@ -42,13 +42,6 @@ def l2_penalty(fwd: Forward) -> torch.Tensor:
     if fwd.shared_emb is not None:
         reg = reg + fwd.shared_emb.square().sum(-1).mean()
     return reg
-
-
-def mask_accidental_hits(scores: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor) -> torch.Tensor:
-    """scores [B, 1 + S] (positive, then shared negatives); a negative equal to the row's positive -> -big."""
-    hit = negs[None, :] == pos[:, None]  # [B, S]
-    fill = torch.finfo(scores.dtype).min / 4
-    return torch.cat([scores[:, :1], scores[:, 1:].masked_fill(hit, fill)], dim=1)
 
 
 def gumbel_topk(log_weights: torch.Tensor, m: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -78,7 +71,7 @@ class SupervisedObjective(nn.Module):
         super().__init__()
         self.loss_name, self.l2 = loss, l2
         fn = SUPERVISED_LOSSES[loss]
-        self.bsl_tau2 = bsl_tau2
+        self.bsl_tau2, self.users_in_loss = bsl_tau2, users_in_loss
         self.loss = (lambda scores, users: fn(scores, bsl_tau2, users if users_in_loss else None)) if loss == "bsl" \
             else (lambda scores, users: fn(scores))
         self.in_batch = in_batch_log_q is not None
@@ -95,11 +88,22 @@ class SupervisedObjective(nn.Module):
 
     def supervised(self, fwd: Forward, pos: torch.Tensor, negs: torch.Tensor,
                    users: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-        s = fwd.scores
-        sup_scores = mask_accidental_hits(torch.cat([s[:, :1], s[:, s.shape[1] - len(negs) :]], dim=1), pos, negs)
+        if fwd.shared_scores is not None:  # the two blocks as the model returned them: no copy
+            s_pos, s_neg = fwd.own_scores[:, 0], fwd.shared_scores
+        else:
+            s = fwd.scores
+            s_pos, s_neg = s[:, 0], s[:, s.shape[1] - len(negs) :]
+        fill = torch.finfo(s_neg.dtype).min / 4
+        s_neg = s_neg.masked_fill(negs[None, :] == pos[:, None], fill)  # accidental hits
+        blocks = [s_neg]
         if self.in_batch:
-            sup_scores = self._with_in_batch(sup_scores, fwd, pos, negs)
-        sup = self.loss(sup_scores, users)
+            s_pos, blocks = self._with_in_batch(s_pos, s_neg, fwd, pos, negs)
+        if self.loss_name == "softmax":
+            sup = softmax_blocks(s_pos, blocks)
+        elif self.loss_name == "bsl":
+            sup = bilateral_softmax_blocks(s_pos, blocks, self.bsl_tau2, users if self.users_in_loss else None)
+        else:
+            sup = self.loss(torch.cat([s_pos[:, None], *blocks], dim=1), users)
         parts = {self.loss_name: sup.detach()}
         if self.l2:
             reg = self.l2 * l2_penalty(fwd)
@@ -107,17 +111,18 @@ class SupervisedObjective(nn.Module):
             sup = sup + reg
         return sup, parts
 
-    def _with_in_batch(self, sup_scores: torch.Tensor, fwd: Forward, pos: torch.Tensor,
-                       negs: torch.Tensor) -> torch.Tensor:
-        """[B, 1 + S] -> [B, 1 + S + B]: the batch's positives appended as negatives, every column logQ-corrected."""
+    def _with_in_batch(self, s_pos: torch.Tensor, s_neg: torch.Tensor, fwd: Forward, pos: torch.Tensor,
+                       negs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Positive [B] and shared negatives [B, S] -> the same logQ-corrected, and the batch's other positives
+        [B, B] as a second block of negatives (a column equal to the row's positive is masked)."""
         b, n_items = len(pos), self.log_p.shape[0]
-        in_batch = fwd.user_hidden @ fwd.item_hidden[:, 0].T  # [B, B] (dot-product rankers)
+        log_q_pos = torch.logaddexp(torch.tensor(math.log(len(negs) / n_items), device=pos.device),
+                                    math.log(b) + self.log_p.index_select(0, pos))  # log expected count
+        log_q_negs = torch.logaddexp(torch.tensor(math.log(len(negs) / n_items), device=pos.device),
+                                     math.log(b) + self.log_p.index_select(0, negs))
+        in_batch = fwd.user_hidden @ fwd.item_hidden[:, 0].T - log_q_pos[None, :]  # [B, B] (dot-product rankers)
         in_batch = in_batch.masked_fill(pos[None, :] == pos[:, None], torch.finfo(in_batch.dtype).min / 4)
-        log_q = torch.logaddexp(torch.tensor(math.log(len(negs) / n_items), device=pos.device),
-                                math.log(b) + self.log_p)  # [n_items]: log expected count in the candidates
-        q_pos, q_negs = log_q.index_select(0, pos), log_q.index_select(0, negs)
-        return torch.cat([sup_scores[:, :1] - q_pos[:, None], sup_scores[:, 1:] - q_negs[None, :],
-                          in_batch - q_pos[None, :]], dim=1)
+        return s_pos - log_q_pos, [s_neg - log_q_negs[None, :], in_batch]
 
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
         """users [B], pos [B], negs [S] -> (loss, {part name: detached value})"""
