@@ -125,3 +125,18 @@ def test_block_wise_losses_equal_the_losses_of_the_joined_matrix(tau2, users):
     joined = torch.cat([pos[:, None], a, b], dim=1)
     torch.testing.assert_close(softmax_blocks(pos, [a, b]), sampled_softmax(joined))
     torch.testing.assert_close(bilateral_softmax_blocks(pos, [a, b], tau2, users), bilateral_softmax(joined, tau2, users))
+
+
+def test_pool_by_user_equals_the_pairwise_definition():
+    from rankdistill.losses.supervised import pool_by_user
+
+    g = torch.Generator().manual_seed(2)
+    pos = torch.randn(40, generator=g, requires_grad=True)
+    users = torch.randint(12, (40,), generator=g)
+    same = users[:, None] == users[None, :]
+    slow = torch.logsumexp(pos[None, :].masked_fill(~same, float("-inf")), dim=1) - same.sum(1).log()
+    fast = pool_by_user(pos, users)
+    torch.testing.assert_close(fast, slow)
+    (g_fast,) = torch.autograd.grad(fast.sum(), pos)
+    (g_slow,) = torch.autograd.grad(slow.sum(), pos)
+    torch.testing.assert_close(g_fast, g_slow)

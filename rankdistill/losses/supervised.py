@@ -59,12 +59,22 @@ def bilateral_softmax(scores: torch.Tensor, tau2: float = 1.0, users: torch.Tens
 
     scores [B, 1 + N] -> scalar.
     """
-    pos = scores[:, 0]
-    if users is not None:
-        same = users[:, None] == users[None, :]  # [B, B], diagonal True
-        pos = torch.logsumexp(pos[None, :].masked_fill(~same, float("-inf")), dim=1) - same.sum(1).log()
+    pos = scores[:, 0] if users is None else pool_by_user(scores[:, 0], users)
     neg = torch.logsumexp(scores[:, 1:], dim=1) - math.log(scores.shape[1] - 1)
     return (tau2 * neg - pos).mean()
+
+
+def pool_by_user(pos: torch.Tensor, users: torch.Tensor) -> torch.Tensor:
+    r"""Each row's log-mean-exp over the rows of the same user: pos [B], users [B] -> [B],
+
+    .. math:: \log \frac{1}{|P_b|} \sum_{b' \in P_b} e^{s_{b'}}, \quad P_b = \{b' : u_{b'} = u_b\}
+
+    in O(B) (one unique, a segment max as the stabiliser, a segment sum), not O(B²)."""
+    _, inverse, counts = torch.unique(users, return_inverse=True, return_counts=True)
+    top = torch.full(counts.shape, float("-inf"), dtype=pos.dtype, device=pos.device)
+    top = top.scatter_reduce(0, inverse, pos.detach(), "amax")  # only a stabiliser: no gradient needed
+    total = torch.zeros_like(top).index_add(0, inverse, torch.exp(pos - top[inverse]))
+    return (top + total.log() - counts.to(pos.dtype).log())[inverse]
 
 
 def softmax_blocks(pos: torch.Tensor, negatives: list[torch.Tensor]) -> torch.Tensor:
@@ -81,8 +91,7 @@ def bilateral_softmax_blocks(pos: torch.Tensor, negatives: list[torch.Tensor], t
     """:func:`bilateral_softmax` of ``[pos | negatives[0] | ...]`` without joining the blocks: pos [B], each
     block [B, N_k] -> scalar."""
     if users is not None:
-        same = users[:, None] == users[None, :]
-        pos = torch.logsumexp(pos[None, :].masked_fill(~same, float("-inf")), dim=1) - same.sum(1).log()
+        pos = pool_by_user(pos, users)
     lse = torch.logsumexp(negatives[0], dim=1)
     for block in negatives[1:]:
         lse = torch.logaddexp(lse, torch.logsumexp(block, dim=1))
