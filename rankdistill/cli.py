@@ -118,7 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-dim", type=int, default=rc.student.embedding_dim)
     p.add_argument("--teacher-lr", type=float, default=rc.teacher.lr, help="embedding learning rate of the teacher")
     p.add_argument("--student-lr", type=float, default=rc.student.lr, help="embedding learning rate of the students")
-    _add_score_args(p.add_argument_group("model (teacher and students)"), rc.teacher)
+    g = p.add_argument_group("model (teacher and students)")
+    g.add_argument("--score", default=rc.teacher.score, choices=["dot", "cosine"],
+                   help=f"scores: inner product, or cosine / temperature (default {rc.teacher.score})")
+    g.add_argument("--teacher-score-temperature", type=float, default=rc.teacher.temperature,
+                   help=f"--score cosine: the teacher's scores are cos / this (default {rc.teacher.temperature})")
+    g.add_argument("--student-score-temperature", type=float, default=rc.student.temperature,
+                   help=f"--score cosine: the students' scores are cos / this (default {rc.student.temperature})")
     _add_kd_args(p)
     p.add_argument("--sizes", help="student embedding sizes to compare, e.g. 4,8,16,32,64: each is trained alone "
                    "and distilled; a plot of NDCG@20 against parameters goes into the run directory")

@@ -97,7 +97,7 @@ def test_log_q_is_the_log_share_of_training_interactions(tiny_split):
 
 
 def test_without_in_batch_the_options_carry_only_bsl_tau2(tiny_split):
-    assert supervised_options(TrainConfig(loss="bsl", bsl_tau2=1.2)) == {"bsl_tau2": 1.2}
+    assert supervised_options(TrainConfig(loss="bsl", bsl_tau2=1.2, in_batch_negatives=False)) == {"bsl_tau2": 1.2}
     with pytest.raises(RankdistillError, match="bsl_tau2 must be > 0"):
         TrainConfig(bsl_tau2=0)
 

@@ -68,10 +68,11 @@ def train_config(args: argparse.Namespace) -> TrainConfig:
 def main(args: argparse.Namespace) -> int:
     configure_torch(args.threads)
     defaults = RunConfig()
-    score = dict(score=args.score, temperature=args.score_temperature)
     config = RunConfig(
-        teacher=replace(defaults.teacher, embedding_dim=args.teacher_dim, lr=args.teacher_lr, **score),
-        student=replace(defaults.student, embedding_dim=args.student_dim, lr=args.student_lr, **score),
+        teacher=replace(defaults.teacher, embedding_dim=args.teacher_dim, lr=args.teacher_lr, score=args.score,
+                        temperature=args.teacher_score_temperature),
+        student=replace(defaults.student, embedding_dim=args.student_dim, lr=args.student_lr, score=args.score,
+                        temperature=args.student_score_temperature),
         train=train_config(args),
         distill=distill_config(args),
         split=args.split, split_ratio=args.split_ratio, split_time=args.split_time,

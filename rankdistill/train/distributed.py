@@ -352,8 +352,6 @@ def train_sharded(split: Split, model_config: ModelConfig, run: RunConfig, name:
     if ranking:
         raise RankdistillError(f"--kd {ranking[0]} ranks the student's whole catalogue every epoch, which the sharded "
                                "student cannot do yet; train it in one process")
-    if run.distill.kd.strip() == "auto" and objective is not None:
-        raise RankdistillError("--kd auto runs pilots in one process; under torchrun name the loss with --kd")
     main = dist.get_rank() == 0
     callbacks, log = [], None
     if main and not run.quiet:

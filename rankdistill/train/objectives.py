@@ -32,7 +32,7 @@ from rankdistill.losses.rce import closure_log_weights
 from rankdistill.losses.registry import KD_LOSSES, KDBatch, RCEColumns
 from rankdistill.losses.supervised import SUPERVISED_LOSSES, bilateral_softmax_blocks, softmax_blocks
 from rankdistill.losses.topk import discrepancy_weights
-from rankdistill.models.base import Forward, Ranker
+from rankdistill.models.base import DotProductRanker, Forward, Ranker
 from rankdistill.train.knowledge import TeacherKnowledge, rank_with_positions
 
 
@@ -75,6 +75,7 @@ class SupervisedObjective(nn.Module):
         self.loss = (lambda scores, users: fn(scores, bsl_tau2, users if users_in_loss else None)) if loss == "bsl" \
             else (lambda scores, users: fn(scores))
         self.in_batch = in_batch_log_q is not None
+        self._dot_product = True  # set per step: in-batch negatives need user and item vectors (dot products)
         if self.in_batch:
             self.register_buffer("log_p", in_batch_log_q.float(), persistent=False)
 
@@ -96,7 +97,7 @@ class SupervisedObjective(nn.Module):
         fill = torch.finfo(s_neg.dtype).min / 4
         s_neg = s_neg.masked_fill(negs[None, :] == pos[:, None], fill)  # accidental hits
         blocks = [s_neg]
-        if self.in_batch:
+        if self.in_batch and fwd.shared_scores is not None and self._dot_product:
             s_pos, blocks = self._with_in_batch(s_pos, s_neg, fwd, pos, negs)
         if self.loss_name == "softmax":
             sup = softmax_blocks(s_pos, blocks)
@@ -126,6 +127,7 @@ class SupervisedObjective(nn.Module):
 
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
         """users [B], pos [B], negs [S] -> (loss, {part name: detached value})"""
+        self._dot_product = isinstance(model, DotProductRanker)
         fwd = model(users, pos[:, None], negs)
         return self.supervised(fwd, pos, negs, users)
 
@@ -239,6 +241,7 @@ class DistillationObjective(SupervisedObjective):
             extra.append((rce_ranks, rce_valid))
         own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
         n_own = own_t.shape[1]
+        self._dot_product = isinstance(model, DotProductRanker)
         fwd = model(users, own_t, negs)  # scores [B, n_own + S]: one lookup per table
         total, parts = self.supervised(fwd, pos, negs, users)
         if self.teacher is not None and self.teacher_columns != "none":
