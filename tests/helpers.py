@@ -25,3 +25,33 @@ class MatrixRanker(DotProductRanker):
 
     def forward(self, users, items, shared=None):
         return Forward((self.U[users][:, None, :] * self.I[items]).sum(-1), None, None, None, None, None, None)
+
+
+def tiny_student(split, seed: int = 2):
+    """A dim-4 two-tower student on ``split``'s sizes."""
+    from rankdistill.config import ModelConfig
+    from rankdistill.models.factory import build_model
+
+    return build_model(ModelConfig(embedding_dim=4), split.n_users, split.n_items, seed=seed)
+
+
+def tiny_batch(split, b: int = 32, s: int = 16, seed: int = 0):
+    """(users [b], positives [b], shared negatives [s]) drawn from ``split``'s training pairs."""
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.randint(split.train.nnz, (b,), generator=g)
+    return split.train.rows()[idx], split.train.indices[idx], torch.randint(split.n_items, (s,), generator=g)
+
+
+def count_table_lookups(model) -> dict[str, int]:
+    """Wrap ``model``'s user and item tables so each lookup is counted: -> the live {"user": n, "item": n}."""
+    calls = {"user": 0, "item": 0}
+    for name in calls:
+        table = getattr(model, f"{name}_table")
+        original = table.forward
+
+        def counted(ids, _name=name, _original=original):
+            calls[_name] += 1
+            return _original(ids)
+
+        table.forward = counted
+    return calls

@@ -14,6 +14,7 @@ from rankdistill.models.factory import build_model
 from rankdistill.train.knowledge import TeacherKnowledge
 from rankdistill.train.objectives import DistillationObjective
 from rankdistill.train.trainer import Trainer
+from helpers import count_table_lookups, tiny_batch, tiny_student
 
 BETA = 5.0
 
@@ -191,14 +192,7 @@ def knowledge(teacher, tiny_split):
     return TeacherKnowledge.compute(teacher, tiny_split, k=20)
 
 
-def _student(split, seed=2):
-    return build_model(ModelConfig(embedding_dim=4), split.n_users, split.n_items, seed=seed)
-
-
-def _batch(split, b=32, s=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(split.train.nnz, (b,), generator=g)
-    return split.train.rows()[idx], split.train.indices[idx], torch.randint(split.n_items, (s,), generator=g)
+_student, _batch = tiny_student, tiny_batch
 
 
 def _config(kd="rce", **kw):
@@ -295,16 +289,7 @@ def test_rce_looks_up_each_student_table_once_per_step(teacher, knowledge, tiny_
     student = _student(tiny_split)
     objective = DistillationObjective(teacher, knowledge, _config("rce+dcd"))
     objective(student, *_batch(tiny_split))  # the once-per-epoch rankings of the catalogue (no_grad) are done
-    calls = {"user": 0, "item": 0}
-    for name in calls:
-        table = getattr(student, f"{name}_table")
-        original = table.forward
-
-        def counted(ids, _name=name, _original=original):
-            calls[_name] += 1
-            return _original(ids)
-
-        table.forward = counted
+    calls = count_table_lookups(student)
     loss, _ = objective(student, *_batch(tiny_split, seed=1))
     loss.backward()
     assert calls == {"user": 1, "item": 1}

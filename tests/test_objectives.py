@@ -13,6 +13,7 @@ from rankdistill.models.factory import build_model
 from rankdistill.train.knowledge import TeacherKnowledge
 from rankdistill.train.objectives import DistillationObjective, SupervisedObjective, gumbel_topk
 from rankdistill.train.trainer import Trainer
+from helpers import count_table_lookups, tiny_batch, tiny_student
 
 CACHED_OK = [name for name, term in KD_LOSSES.items() if not term.needs_teacher]
 
@@ -27,15 +28,7 @@ def knowledge(teacher, tiny_split):
     return TeacherKnowledge.compute(teacher, tiny_split, k=20)
 
 
-def _student(split, seed=2):
-    return build_model(ModelConfig(embedding_dim=4), split.n_users, split.n_items, seed=seed)
-
-
-def _batch(split, b=32, s=16, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    idx = torch.randint(split.train.nnz, (b,), generator=g)
-    users, pos = split.train.rows()[idx], split.train.indices[idx]
-    return users, pos, torch.randint(split.n_items, (s,), generator=g)
+_student, _batch = tiny_student, tiny_batch
 
 
 def _config(kd, **kw):
@@ -112,16 +105,7 @@ def test_the_student_looks_up_each_table_once_per_step(teacher, knowledge, tiny_
     student = _student(tiny_split)
     objective = DistillationObjective(teacher, knowledge, _config("listkl+rd+dcd"))
     objective(student, *_batch(tiny_split))  # dcd's once-per-epoch ranking of the catalogue (no_grad) is done
-    calls = {"user": 0, "item": 0}
-    for name in calls:
-        table = getattr(student, f"{name}_table")
-        original = table.forward
-
-        def counted(ids, _name=name, _original=original):
-            calls[_name] += 1
-            return _original(ids)
-
-        table.forward = counted
+    calls = count_table_lookups(student)
     objective(student, *_batch(tiny_split, seed=1))
     assert calls == {"user": 1, "item": 1}
 
