@@ -76,11 +76,14 @@ def _add_score_args(g, model) -> None:
 def _add_model_args(p: argparse.ArgumentParser, model) -> None:
     g = p.add_argument_group("model")
     _add_score_args(g, model)
-    g.add_argument("--model", default="two_tower", choices=["two_tower", "mlp"],
+    g.add_argument("--model", default="two_tower", choices=["two_tower", "mlp", "lightgcn"],
                    help="two_tower: dot product of user and item vectors (MF without --tower-layers), servable by "
-                   "nearest-neighbour search; mlp: user and item embeddings concatenated and scored by an MLP")
+                   "nearest-neighbour search; mlp: user and item embeddings concatenated and scored by an MLP; "
+                   "lightgcn: embeddings smoothed over the training graph (--layers), dot product")
     g.add_argument("--tower-layers", default="", help="two_tower: widths of the MLP on each side, e.g. 64,32")
     g.add_argument("--mlp-layers", default="64,32", help="mlp: hidden widths of the scoring MLP")
+    g.add_argument("--layers", type=int, default=model.layers,
+                   help=f"lightgcn: propagation layers over the training graph (default {model.layers})")
 
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:

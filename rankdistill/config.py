@@ -18,7 +18,7 @@ def _positive(obj: object, *names: str) -> None:
 class ModelConfig:
     """A ranker's architecture and its embedding optimizer."""
 
-    kind: str = "two_tower"  # two_tower (MF when tower_layers is empty) | mlp (concat -> MLP)
+    kind: str = "two_tower"  # two_tower (MF when tower_layers is empty) | mlp (concat -> MLP) | lightgcn
     embedding_dim: int = 64
     tower_layers: tuple[int, ...] = ()  # two_tower: MLP widths on each side before the dot product
     mlp_layers: tuple[int, ...] = (64, 32)  # mlp: hidden widths of the scoring MLP
@@ -27,15 +27,21 @@ class ModelConfig:
     init_std: float = 0.1
     score: str = "dot"  # two_tower: dot (inner product) | cosine (cosine similarity / temperature)
     temperature: float = 1.0  # score="cosine": scores are cos(u, i) / temperature (logits in [-1/t, 1/t])
+    layers: int = 3  # lightgcn: propagation layers K over the training graph
 
     def __post_init__(self) -> None:
-        if self.kind not in ("two_tower", "mlp"):
-            raise RankdistillError(f"unknown model kind {self.kind!r}; choose two_tower or mlp")
+        if self.kind not in ("two_tower", "mlp", "lightgcn"):
+            raise RankdistillError(f"unknown model kind {self.kind!r}; choose two_tower, mlp or lightgcn")
         _positive(self, "embedding_dim", "lr", "init_std", "temperature")
         if self.score not in ("dot", "cosine"):
             raise RankdistillError(f"score must be 'dot' or 'cosine', got {self.score!r}")
-        if self.score == "cosine" and self.kind != "two_tower":
+        if self.score == "cosine" and self.kind == "mlp":
             raise RankdistillError("score='cosine' needs a two_tower model (an mlp model scores with its MLP)")
+        if self.score == "cosine" and self.kind == "lightgcn":
+            raise RankdistillError("a lightgcn model scores by the dot product of its propagated vectors; use "
+                                   "score='dot' (--score dot)")
+        if not (isinstance(self.layers, int) and self.layers >= 1):
+            raise RankdistillError(f"layers must be an integer >= 1, got {self.layers!r}")
         if self.embedding_dim % 4:
             raise RankdistillError(f"embedding_dim must be a multiple of 4 (fbgemm's kernels), got {self.embedding_dim}")
         for name in ("tower_layers", "mlp_layers"):

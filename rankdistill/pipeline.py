@@ -101,7 +101,8 @@ def make_trainer(split: Split, model_config: ModelConfig, run: RunConfig, name: 
                  out_dir: str | Path | None = None) -> Trainer:
     """The single-process Trainer of :func:`train_model`, before it fits: a fresh model (seeded by ``run.seed``,
     so every model of one config starts from the same weights), the objective, callbacks and checkpoints."""
-    model = build_model(model_config, split.n_users, split.n_items, run.device, seed=run.seed)
+    graph = split.train if model_config.kind == "lightgcn" else None  # LightGCN propagates over it
+    model = build_model(model_config, split.n_users, split.n_items, run.device, seed=run.seed, graph=graph)
     objective = objective or SupervisedObjective.from_config(run.train, split)
     callbacks = [] if run.quiet else [Progress(name)]
     checkpoints = None

@@ -350,11 +350,21 @@ def test_config_checks_loss_hyperparameters():
 def test_the_teacher_scores_only_the_columns_a_term_uses(kd, expected, teacher, knowledge, tiny_split, monkeypatch):
     """rrd/rd need only the teacher's ranks (the knowledge), rce its scores of each row's own candidates,
     the score-matching losses also those of the shared negatives."""
-    calls = []
-    original = teacher.forward
-    monkeypatch.setattr(teacher, "forward", lambda users, items, shared=None: (
-        calls.append(shared is not None), original(users, items, shared))[1])
+    calls, forward_calls = [], []
     objective = DistillationObjective(teacher, knowledge, _config(kd), exclude=tiny_split.train)
-    calls.clear()  # construction probes the teacher's widths once
+    monkeypatch.setattr(teacher, "forward", lambda *a, **kw: forward_calls.append(1))
+    original = objective._teacher_scores
+    monkeypatch.setattr(objective, "_teacher_scores", lambda users, own, shared: (
+        calls.append(shared is not None), original(users, own, shared))[1])
     loss, _ = objective(_student(tiny_split), *_batch(tiny_split))
     assert calls == expected and torch.isfinite(loss)
+    assert not forward_calls  # a frozen dot-product teacher scores from vectors computed once
+
+
+def test_teacher_scores_from_its_vectors_equal_its_forward(teacher, knowledge, tiny_split):
+    objective = DistillationObjective(teacher, knowledge, _config("listkl"))
+    users, pos, negs = _batch(tiny_split)
+    own = torch.stack([pos, (pos + 1) % tiny_split.n_items], dim=1)
+    with torch.no_grad():
+        expected = teacher(users, own, negs).scores
+    torch.testing.assert_close(objective._teacher_scores(users, own, negs), expected)

@@ -35,12 +35,12 @@ def parse_sizes(text: str | None) -> tuple[int, ...]:
 
 
 def model_config(args: argparse.Namespace) -> ModelConfig:
-    """The ModelConfig of --dim, --lr, --model, --tower-layers and --mlp-layers (train and distill)."""
-    score = args.score if args.model == "two_tower" else "dot"  # an mlp model scores with its MLP
+    """The ModelConfig of --dim, --lr, --model, --tower-layers, --mlp-layers and --layers (train and distill)."""
+    score = args.score if args.model == "two_tower" else "dot"  # mlp: its MLP; lightgcn: the dot product
     return ModelConfig(kind=args.model, embedding_dim=args.dim, lr=args.lr,
                        tower_layers=parse_widths(args.tower_layers, "--tower-layers"),
                        mlp_layers=parse_widths(args.mlp_layers, "--mlp-layers"), score=score,
-                       temperature=args.score_temperature)
+                       temperature=args.score_temperature, layers=args.layers)
 
 
 def distill_config(args: argparse.Namespace) -> DistillConfig:

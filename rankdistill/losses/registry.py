@@ -98,6 +98,7 @@ class KDTerm(nn.Module):
 
     help: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = False  # True: needs the teacher's weights, not only its cached top-K
+    needs_teacher_forward: ClassVar[bool] = False  # True: reads the teacher's Forward (its representations)
     needs_uninteresting: ClassVar[bool] = False  # True: the objective fills KDBatch.uninteresting
     # which columns need the online teacher's scores: "all" (own candidates and shared negatives), "own" (each
     # row's own candidates), "none" (the teacher's ranks in the knowledge are enough): the teacher scores only
@@ -219,6 +220,7 @@ def _items_hidden(fwd) -> torch.Tensor:
 class Hint(KDTerm):
     help = "hint loss on user and item representations through a learned linear projection (FitNets)"
     needs_teacher = True
+    needs_teacher_forward = True
 
     def __init__(self, config, teacher_dims) -> None:
         super().__init__(config, teacher_dims)
@@ -233,6 +235,7 @@ class Hint(KDTerm):
 class DE(KDTerm):
     help = "distillation experts: gated MLP experts map student to teacher representations (Kang et al. 2020)"
     needs_teacher = True
+    needs_teacher_forward = True
 
     def __init__(self, config, teacher_dims) -> None:
         super().__init__(config, teacher_dims)

@@ -346,6 +346,9 @@ def train_sharded(split: Split, model_config: ModelConfig, run: RunConfig, name:
     from rankdistill.train.callbacks import JsonlLog, Progress, TensorBoard
     from rankdistill.train.objectives import DistillationObjective, SupervisedObjective
 
+    if model_config.kind == "lightgcn":
+        raise RankdistillError("--model lightgcn propagates over the whole training graph at every step and trains "
+                               "in one process only; run it without torchrun")
     device = process_device()
     objective = objective or SupervisedObjective.from_config(run.train, split)
     ranking = [n for n in ("dcd", "rce") if isinstance(objective, DistillationObjective) and n in objective.terms]

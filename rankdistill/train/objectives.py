@@ -199,6 +199,14 @@ class DistillationObjective(SupervisedObjective):
         self.weights = dict(config.terms)
         self.need_uninteresting = any(term.needs_uninteresting for term in self.terms.values())
         self.need_seen = self.need_uninteresting or "rd" in self.terms
+        # a frozen dot-product teacher scores from its user and item vectors, computed once here: no table lookup
+        # and no normalisation per step (terms that read the teacher's Forward still run its forward)
+        self.teacher_vectors = None
+        if (isinstance(self.teacher, DotProductRanker)
+                and not any(t.needs_teacher_forward for t in self.terms.values())):
+            with torch.no_grad():
+                users_all = torch.arange(self.teacher.n_users, device=self.device)
+                self.teacher_vectors = (self.teacher.user_vectors(users_all), self.teacher.item_matrix())
         order = ("none", "own", "all")
         self.teacher_columns = max((t.teacher_columns for t in self.terms.values()), key=order.index, default="none")
         self.epoch, self.dcd_state, self.dcd_stale = 1, None, True
@@ -245,9 +253,13 @@ class DistillationObjective(SupervisedObjective):
         fwd = model(users, own_t, negs)  # scores [B, n_own + S]: one lookup per table
         total, parts = self.supervised(fwd, pos, negs, users)
         if self.teacher is not None and self.teacher_columns != "none":
-            with torch.no_grad():  # the teacher scores only the columns some term uses
-                tf = self.teacher(users, own_t, negs if self.teacher_columns == "all" else None)
-            teacher_scores = tf.scores
+            shared = negs if self.teacher_columns == "all" else None  # the teacher scores only what a term uses
+            if self.teacher_vectors is not None:  # a frozen dot-product teacher: its vectors, computed once
+                tf, teacher_scores = None, self._teacher_scores(users, own_t, shared)
+            else:
+                with torch.no_grad():
+                    tf = self.teacher(users, own_t, shared)
+                teacher_scores = tf.scores
             # a negative that is also one of the row's own candidates is the same item twice: its column would
             # count it a second time in every list the losses compare (listkl's softmaxes, pairs, ...)
             if self.teacher_columns == "all":
@@ -275,6 +287,17 @@ class DistillationObjective(SupervisedObjective):
             parts[name] = value.detach()
             total = total + self.weights[name] * value
         return total, parts
+
+    def _teacher_scores(self, users: torch.Tensor, own: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
+        """The frozen teacher's scores [B, L (+ S)] of each row's own candidates (and the shared ones) from its
+        vectors: the same numbers as its forward pass (up to float rounding)."""
+        user_vecs, item_vecs = self.teacher_vectors
+        u = user_vecs.index_select(0, users)  # [B, D]
+        own_scores = torch.bmm(item_vecs.index_select(0, own.reshape(-1)).view(*own.shape, -1), u[:, :, None])
+        own_scores = own_scores.squeeze(-1)
+        if shared is None:
+            return own_scores
+        return torch.cat([own_scores, u @ item_vecs.index_select(0, shared).T], dim=1)
 
     # -- candidate sampling --------------------------------------------------------------------------
     def _sample_topk(self, users: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
