@@ -364,7 +364,9 @@ def test_the_teacher_scores_only_the_columns_a_term_uses(kd, expected, teacher, 
 def test_teacher_scores_from_its_vectors_equal_its_forward(teacher, knowledge, tiny_split):
     objective = DistillationObjective(teacher, knowledge, _config("listkl"))
     users, pos, negs = _batch(tiny_split)
-    own = torch.stack([pos, (pos + 1) % tiny_split.n_items], dim=1)
-    with torch.no_grad():
-        expected = teacher(users, own, negs).scores
-    torch.testing.assert_close(objective._teacher_scores(users, own, negs), expected)
+    for width in (2, 5):  # a short list gathers item vectors; a long one against this small catalogue scores all
+        own = torch.stack([(pos + j) % tiny_split.n_items for j in range(width)], dim=1)
+        with torch.no_grad():
+            expected = teacher(users, own, negs).scores
+        torch.testing.assert_close(objective._teacher_scores(users, own, negs), expected)
+        torch.testing.assert_close(objective._teacher_scores(users, own, None), expected[:, :width])

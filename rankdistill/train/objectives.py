@@ -293,6 +293,10 @@ class DistillationObjective(SupervisedObjective):
         vectors: the same numbers as its forward pass (up to float rounding)."""
         user_vecs, item_vecs = self.teacher_vectors
         u = user_vecs.index_select(0, users)  # [B, D]
+        if item_vecs.shape[0] <= 32 * own.shape[1]:  # a small catalogue: score all of it, pick the columns
+            every = u @ item_vecs.T  # [B, n_items]: cheaper than gathering B·L item vectors
+            own_scores = every.gather(1, own)
+            return own_scores if shared is None else torch.cat([own_scores, every[:, shared]], dim=1)
         own_scores = torch.bmm(item_vecs.index_select(0, own.reshape(-1)).view(*own.shape, -1), u[:, :, None])
         own_scores = own_scores.squeeze(-1)
         if shared is None:
