@@ -29,6 +29,7 @@ from rankdistill.losses.registry import KD_LOSSES
 from rankdistill.modeldir import SavedModel, load, save_model
 from rankdistill.models.base import DotProductRanker, Ranker
 from rankdistill.models.factory import build_model
+from rankdistill.models.lightgcn import LightGCN
 from rankdistill.models.popularity import Popularity
 from rankdistill.models.two_tower import TwoTower
 from rankdistill.pipeline import RunConfig, RunResult, TrainedModel, distill, gap_recovered, run, train_model
@@ -49,6 +50,7 @@ __all__ = [
     "IdVocab",
     "Interactions",
     "KD_LOSSES",
+    "LightGCN",
     "ModelConfig",
     "PerUserMetrics",
     "Popularity",
