@@ -104,7 +104,7 @@ class DistillConfig:
     kd: str = "auto"  # NAME[:WEIGHT][+NAME[:WEIGHT]...] | none | auto (pilots of auto_menu, chosen on validation)
     # --kd auto: the specs it tries, one per family, each at its paper's weight (rce: the authors' Gowalla config)
     auto_menu: tuple[str, ...] = ("rce:10", "rrd", "listkl", "soft_bce")
-    auto_pilot_epochs: int = 3  # --kd auto: epochs of each pilot before the choice
+    auto_pilot_epochs: int = 2  # --kd auto: epochs of each pilot (MovieLens 100K: the order at 2 is the order at 3)
     temperature: float = 1.0  # soft_bce, listkl (Hinton et al. 2015)
     topk: int = 100  # teacher top-K kept per user (the knowledge cache)
     topk_samples: int = 16  # teacher top-K items added to each training example's candidate list
@@ -131,6 +131,10 @@ class DistillConfig:
     rce_sample_temperature: float = 10.0  # drawn ∝ exp(min(c, 50) / T), c: teacher items at or below (mkd_T)
     rce_beta: float = 5.0  # mix γ = exp(-rce_beta · |teacher top-K ∩ drawn| / K) on the closure part (mkd_beta)
     rce_tau: float = 1.0  # softmax temperature of both cross-entropies (mkd_tau)
+    # rows of each batch that carry rce's K + P columns (the others pad them with one repeated row, looked up
+    # once): the reference distils each user once per epoch, a batch of interactions holds a user about once per
+    # (its interactions) batches, so a sixteenth of a 512-row batch still distils every user several times an epoch
+    rce_rows: int = 64
     terms: tuple[tuple[str, float], ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -150,7 +154,7 @@ class DistillConfig:
             object.__setattr__(self, "terms", parse_kd(self.kd))
         _positive(self, "temperature", "topk", "topk_samples", "rank_lambda", "rd_k", "rd_lambda", "rd_mu",
                   "rd_dynamic_from", "dcd_samples", "dcd_mu", "de_experts", "de_tau_start", "de_tau_end",
-                  "de_anneal_epochs", "rce_pool", "rce_samples", "rce_sample_temperature", "rce_beta", "rce_tau")
+                  "de_anneal_epochs", "rce_pool", "rce_samples", "rce_sample_temperature", "rce_beta", "rce_tau", "rce_rows")
         if self.topk_sampling not in ("batch", "row"):
             raise RankdistillError(f"topk_sampling must be 'batch' or 'row', got {self.topk_sampling!r}")
         _positive(self, "auto_pilot_epochs")

@@ -356,3 +356,22 @@ def test_config_checks_rce_hyperparameters():
     d = DistillConfig(kd="rce")  # the authors' Gowalla MF config
     assert (d.topk, d.rce_pool, d.rce_samples) == (100, 100, 50)
     assert (d.rce_sample_temperature, d.rce_beta, d.rce_tau) == (10, 5, 1)
+
+
+def test_rce_on_the_first_rce_rows_rows_only(teacher, knowledge, tiny_split):
+    """rce_rows < batch: the rows past it carry padding (never real) and the loss is the mean over the first
+    rce_rows rows."""
+    objective = DistillationObjective(teacher, knowledge, _config(rce_rows=8))
+    seen = []
+    original = objective.terms["rce"].forward
+    objective.terms["rce"].forward = lambda b: (seen.append(b), original(b))[1]
+    _, parts = objective(_student(tiny_split), *_batch(tiny_split, b=32))
+    b = seen[0]
+    c = b.rce
+    cols = slice(c.teacher_top.start, c.student_top.stop)
+    assert c.rows == 8 and not b.valid[8:, cols].any() and b.valid[:8, cols].any()
+    s, t, known = b.on_scored()
+    tt, st = c.teacher_top, c.student_top
+    expected = rce_kd(s[:8, tt], t[:8, tt], b.valid[:8, tt], s[:8, st], t[:8, st], known[:8, st], b.valid[:8, st],
+                      c.student_top_rank[:8], c.sampled[:8], c.sampled_ok[:8], beta=objective.config.rce_beta)
+    torch.testing.assert_close(parts["rce"], expected)

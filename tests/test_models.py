@@ -65,3 +65,24 @@ def test_parameter_counts():
     assert build_model(ModelConfig(embedding_dim=8), 30, 20).num_parameters() == 50 * 8
     mlp = build_model(ModelConfig(kind="mlp", embedding_dim=4, mlp_layers=(8,)), 30, 20)
     assert mlp.num_parameters() == 50 * 4 + (8 * 8 + 8) + (8 + 1)
+
+
+def test_many_ids_are_looked_up_once_each_with_the_same_update():
+    """Above DEDUP_MIN ids the table looks up each distinct id once: same rows out, same fused update."""
+    from rankdistill.models import embedding
+
+    ids = torch.randint(50, (embedding.DEDUP_MIN + 1,), generator=torch.Generator().manual_seed(0))
+    tables = [EmbeddingTable("t", 50, 8, lr=0.1) for _ in range(2)]
+    with torch.no_grad():
+        tables[1].weight.copy_(tables[0].weight)
+    grad = torch.randn(len(ids), 8, generator=torch.Generator().manual_seed(1))
+    out_dedup = tables[0](ids)
+    old, embedding.DEDUP_MIN = embedding.DEDUP_MIN, 10**9  # the plain path for the reference
+    try:
+        out_plain = tables[1](ids)
+    finally:
+        embedding.DEDUP_MIN = old
+    torch.testing.assert_close(out_dedup, out_plain)
+    (out_dedup * grad).sum().backward()
+    (out_plain * grad).sum().backward()
+    torch.testing.assert_close(tables[0].weight, tables[1].weight)

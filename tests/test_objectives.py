@@ -345,7 +345,7 @@ def test_config_checks_loss_hyperparameters():
         DistillConfig(rd_mu=0)
 
 
-@pytest.mark.parametrize("kd, expected", [("rrd", []), ("rd", []), ("rce", [False]), ("listkl", [True]),
+@pytest.mark.parametrize("kd, expected", [("rrd", []), ("rd", []), ("rce", [False, False]), ("listkl", [True]),
                                           ("rrd+listkl", [True])])
 def test_the_teacher_scores_only_the_columns_a_term_uses(kd, expected, teacher, knowledge, tiny_split, monkeypatch):
     """rrd/rd need only the teacher's ranks (the knowledge), rce its scores of each row's own candidates,

@@ -49,6 +49,7 @@ class RCEColumns:
     student_top_rank: torch.Tensor  # int64 [B, P] teacher rank of each (>= K: outside the teacher's top-K)
     sampled: torch.Tensor  # int64 [B, L] positions in student_top drawn for the closure
     sampled_ok: torch.Tensor  # bool [B, L] False: the list was too short
+    rows: int = 0  # the first `rows` rows carry the columns (rce_rows); the others are padding (0: all rows)
 
 
 @dataclass
@@ -205,9 +206,10 @@ class RCE(KDTerm):
 
     def forward(self, b: KDBatch) -> torch.Tensor:
         c, (s, t, known) = b.rce, b.on_scored()
+        r = c.rows or s.shape[0]  # a mean over the rows that carry the columns
         tt, st = c.teacher_top, c.student_top
-        return rce_kd(s[:, tt], t[:, tt], b.valid[:, tt], s[:, st], t[:, st], known[:, st], b.valid[:, st],
-                      c.student_top_rank, c.sampled, c.sampled_ok, beta=self.config.rce_beta,
+        return rce_kd(s[:r, tt], t[:r, tt], b.valid[:r, tt], s[:r, st], t[:r, st], known[:r, st], b.valid[:r, st],
+                      c.student_top_rank[:r], c.sampled[:r], c.sampled_ok[:r], beta=self.config.rce_beta,
                       temperature=self.config.rce_tau)
 
 

@@ -31,6 +31,8 @@ from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
 from rankdistill.errors import RankdistillError
 
+DEDUP_MIN = 8192  # lookups above which a table looks up each distinct id once
+
 OPTIMIZERS = {
     "rowwise_adagrad": trec_optim.RowWiseAdagrad,
     "adagrad": torch.optim.Adagrad,
@@ -88,9 +90,19 @@ class EmbeddingTable(nn.Module):
         opt.step()  # pushes the learning rate into the kernel; the update itself happened in backward
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids: int64 [*S] -> embeddings [*S, dim] (one batched TBE lookup)."""
+        """ids: int64 [*S] -> embeddings [*S, dim] (one batched TBE lookup).
+
+        Many ids (more than ``DEDUP_MIN``, e.g. a distillation step's long candidate lists) are looked up once
+        per distinct id and gathered back: the same update (the kernel sums a row's gradients before its one
+        row-wise step either way), with a fraction of the kernel's per-lookup work."""
         flat = ids.reshape(-1)
+        if self.fused and flat.numel() > DEDUP_MIN:
+            distinct, inverse = torch.unique(flat, return_inverse=True)
+            return self._lookup(distinct).index_select(0, inverse).view(*ids.shape, self.dim)
+        return self._lookup(flat).view(*ids.shape, self.dim)
+
+    def _lookup(self, flat: torch.Tensor) -> torch.Tensor:
         kjt = KeyedJaggedTensor(
             keys=[self.name], values=flat, lengths=torch.ones(flat.numel(), dtype=torch.int32, device=flat.device)
         )
-        return self.ebc(kjt).values().view(*ids.shape, self.dim)
+        return self.ebc(kjt).values()

@@ -199,8 +199,8 @@ def _read(path: Path):
 @torch.no_grad()
 def rank_with_positions(
     model: Ranker, exclude: Csr, k: int, items: torch.Tensor, valid: torch.Tensor | None = None,
-    memory_budget: int = DEFAULT_MEMORY_BUDGET,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    memory_budget: int = DEFAULT_MEMORY_BUDGET, with_ranks: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
     """One full-catalogue pass of ``model`` over every user, ``exclude`` masked, set against given per-user
     lists ``items`` int64 [U, K] (``valid`` bool [U, K], None = all real):
 
@@ -209,7 +209,8 @@ def rank_with_positions(
         higher, 0 = best), positions int64 [U, k] of the top items in ``items`` (K where absent)).
 
     Used by dcd each epoch with the student and the teacher's top-K; costs about one validation pass plus a
-    sort, users in chunks under ``memory_budget``.
+    sort, users in chunks under ``memory_budget``. ``with_ranks=False`` skips the sort (ranks come back None):
+    rce needs only the top items and their positions, about one validation pass.
     """
     was_training = model.training
     model.eval()
@@ -222,7 +223,7 @@ def rank_with_positions(
     top = torch.empty(n_users, k_out, dtype=torch.int64, device=device)
     top_valid = torch.empty(n_users, k_out, dtype=torch.bool, device=device)
     positions = torch.empty(n_users, k_out, dtype=torch.int64, device=device)
-    ranks = torch.empty_like(items)
+    ranks = torch.empty_like(items) if with_ranks else None
     slots = torch.arange(big_k, device=device)
     for a in range(0, n_users, c):
         b = min(n_users, a + c)
@@ -232,8 +233,9 @@ def rank_with_positions(
         scores[rows.to(device), cols.to(device)] = float("-inf")
         values, top[a:b] = topk_ties_by_index(scores, k_out)
         top_valid[a:b] = torch.isfinite(values)
-        ascending = scores.sort(dim=1).values
-        ranks[a:b] = n_items - torch.searchsorted(ascending, scores.gather(1, items[a:b]), right=True)
+        if with_ranks:
+            ascending = scores.sort(dim=1).values
+            ranks[a:b] = n_items - torch.searchsorted(ascending, scores.gather(1, items[a:b]), right=True)
         where = torch.full((b - a, n_items + 1), big_k, dtype=torch.int64, device=device)  # last column: padding
         where.scatter_(1, torch.where(valid[a:b], items[a:b], n_items), slots.expand(b - a, -1))
         positions[a:b] = where.gather(1, top[a:b])

@@ -235,18 +235,21 @@ class DistillationObjective(SupervisedObjective):
         topk_valid = _pick(kn.valid, users, ranks) & sampled_ok
         own = [pos[:, None], _pick(kn.items, users, ranks)]
         valid = [torch.ones_like(own[0], dtype=torch.bool), topk_valid]
+        from_knowledge = [None, lambda: _pick(kn.scores, users, ranks)]  # teacher scores the knowledge holds
         dcd_ranks, extra = ranks[:, :0], []  # extra: (teacher ranks, real) of the blocks after the top-K one
         if self.n_dcd:
             dcd_items, dcd_ranks, dcd_valid = self._sample_dcd(model, users)
             own.append(dcd_items)
             valid.append(dcd_valid)
             extra.append((dcd_ranks, dcd_valid))
+            from_knowledge.append(None)
         rce = None
         if self.rce_pool:
             rce_items, rce_ranks, rce_valid, rce = self._rce_columns(model, users, sum(o.shape[1] for o in own))
-            own.append(rce_items)
-            valid.append(rce_valid)
+            own += [rce_items[:, : kn.k], rce_items[:, kn.k :]]  # the teacher's top-K, the student's top list
+            valid += [rce_valid[:, : kn.k], rce_valid[:, kn.k :]]
             extra.append((rce_ranks, rce_valid))
+            from_knowledge += [lambda: kn.scores.index_select(0, users), rce.rows]
         own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
         n_own = own_t.shape[1]
         self._dot_product = isinstance(model, DotProductRanker)
@@ -255,7 +258,7 @@ class DistillationObjective(SupervisedObjective):
         if self.teacher is not None and self.teacher_columns != "none":
             shared = negs if self.teacher_columns == "all" else None  # the teacher scores only what a term uses
             if self.teacher_vectors is not None:  # a frozen dot-product teacher: its vectors, computed once
-                tf, teacher_scores = None, self._teacher_scores(users, own_t, shared)
+                tf, teacher_scores = None, self._teacher_own_scores(users, own, from_knowledge, shared)
             else:
                 with torch.no_grad():
                     tf = self.teacher(users, own_t, shared)
@@ -287,6 +290,25 @@ class DistillationObjective(SupervisedObjective):
             parts[name] = value.detach()
             total = total + self.weights[name] * value
         return total, parts
+
+    def _teacher_own_scores(self, users: torch.Tensor, blocks: list[torch.Tensor], from_knowledge: list,
+                            shared: torch.Tensor | None) -> torch.Tensor:
+        """Teacher scores [B, L (+ S)] of the own candidate blocks (and the shared ones): a block of the teacher's
+        top-K items takes its scores from the knowledge (``from_knowledge[i]()``), the others are scored."""
+        scored = [blk for blk, known in zip(blocks, from_knowledge) if known is None]
+        computed = self._teacher_scores(users, torch.cat(scored, dim=1), shared)
+        parts, at = [], 0
+        for blk, known in zip(blocks, from_knowledge):
+            if known is None:
+                parts.append(computed[:, at : at + blk.shape[1]])
+                at += blk.shape[1]
+            elif isinstance(known, int):  # only the first `known` rows carry real candidates: score those
+                rows = self._teacher_scores(users[:known], blk[:known], None)
+                parts.append(torch.cat([rows, rows.new_zeros(len(users) - known, blk.shape[1])]))
+            else:
+                parts.append(known().to(computed.dtype))
+        parts.append(computed[:, at:])  # the shared negatives' scores, if any
+        return torch.cat(parts, dim=1)
 
     def _teacher_scores(self, users: torch.Tensor, own: torch.Tensor, shared: torch.Tensor | None) -> torch.Tensor:
         """The frozen teacher's scores [B, L (+ S)] of each row's own candidates (and the shared ones) from its
@@ -362,12 +384,16 @@ class DistillationObjective(SupervisedObjective):
         log_w = closure_log_weights(student_rank < kn.k, student_ok, self.config.rce_sample_temperature)
         sampled, sampled_ok = gumbel_topk(log_w, min(self.config.rce_samples, top.shape[1]), self.generator)
         k, p = kn.k, top.shape[1]
+        r = min(self.config.rce_rows, len(users))
         columns = RCEColumns(teacher_top=slice(start, start + k), student_top=slice(start + k, start + k + p),
-                             student_top_rank=student_rank, sampled=sampled, sampled_ok=sampled_ok)
+                             student_top_rank=student_rank, sampled=sampled, sampled_ok=sampled_ok, rows=r)
         teacher_ranks = torch.arange(k, device=users.device).expand(len(users), -1)
-        return (torch.cat([kn.items.index_select(0, users), student_items], dim=1),
-                torch.cat([teacher_ranks, student_rank], dim=1),
-                torch.cat([kn.valid.index_select(0, users), student_ok], dim=1), columns)
+        items = torch.cat([kn.items.index_select(0, users), student_items], dim=1)
+        real = torch.cat([kn.valid.index_select(0, users), student_ok], dim=1)
+        if r < len(users):  # rows past r pad with row 0's items (one distinct lookup each), never real
+            items = torch.cat([items[:r], items[:1].expand(len(users) - r, -1)])
+            real = torch.cat([real[:r], torch.zeros_like(real[r:])])
+        return items, torch.cat([teacher_ranks, student_rank], dim=1), real, columns
 
     @torch.no_grad()
     def _refresh_rce(self, model: Ranker) -> None:
@@ -375,7 +401,7 @@ class DistillationObjective(SupervisedObjective):
         each of them (K where outside the teacher's top-K)."""
         kn = self.knowledge
         top, top_valid, _, teacher_rank_of_top = rank_with_positions(model, self.exclude, self.rce_pool, kn.items,
-                                                                     kn.valid)
+                                                                     kn.valid, with_ranks=False)
         self.rce_state, self.rce_stale = (top, top_valid, teacher_rank_of_top), False
 
     def _uninteresting(self, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor,
