@@ -16,7 +16,6 @@ import argparse
 import json
 import platform
 import statistics
-import time
 
 import torch
 
@@ -25,21 +24,14 @@ from rankdistill.data.load import DataSpec
 from rankdistill.data.split import make_split
 from rankdistill.models.factory import build_model
 from rankdistill.train.objectives import SupervisedObjective
+from training import rankdistill_steps  # benchmarks/training.py, beside this script
 
 
 def step_timer(model, objective, users, items, n_items, batch, negatives, steps, seed):
     """-> a function timing ``steps`` training steps (forward + backward with the fused update), ms/step."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def run() -> float:
-        t0 = time.perf_counter()
-        for _ in range(steps):
-            idx = torch.randint(len(users), (batch,), generator=gen)
-            negs = torch.randint(n_items, (negatives,), generator=gen)
-            loss, _ = objective(model, users[idx], items[idx], negs)
-            loss.backward()
-        return 1e3 * (time.perf_counter() - t0) / steps
-    return run
+    examples_per_second = rankdistill_steps(model, objective, users, items, n_items, batch, negatives, steps,
+                                            torch.Generator().manual_seed(seed))
+    return lambda: 1e3 * batch / examples_per_second()
 
 
 def main() -> None:
