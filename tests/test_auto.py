@@ -73,3 +73,14 @@ def test_auto_without_a_student_alone_trains_the_baseline_pilot(tiny_split, trai
     alone = train_model(tiny_split, run.student, run, "student")
     assert result.auto["chosen"] == "none" and result.auto["student_alone"] == 0.9
     assert result.metrics == alone.metrics  # the baseline pilot, finished, is the student's own training
+
+
+def test_auto_falls_back_when_the_finished_winner_ends_below_the_student_alone(tiny_split, trained, monkeypatch):
+    run, teacher, alone, knowledge = trained
+    monkeypatch.setattr(auto, "pilot_figure", lambda history, epochs, metric: (
+        0.0 if history is alone.fit.history else 0.5))  # every pilot beats the student alone's pilot ...
+    alone.fit.best_valid = {**alone.fit.best_valid, "ndcg@20": 2.0}  # ... but not its finished training
+    result = distill(tiny_split, teacher, run, knowledge=knowledge, alone=alone)
+    rec = result.auto
+    assert rec["chosen"] == "none" and "finished below the student alone" in rec["reason"]
+    assert rec["chosen_valid"] < 2.0 and result.model is alone.model and result.metrics == alone.metrics
