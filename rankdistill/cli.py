@@ -66,16 +66,18 @@ def _add_kd_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kd-samples", type=int, default=dd.topk_samples, help="top-K items sampled per example")
 
 
-def _add_score_args(g, model) -> None:
-    g.add_argument("--score", default=model.score, choices=["dot", "cosine"],
-                   help=f"two_tower scores: inner product, or cosine / --score-temperature (default {model.score})")
-    g.add_argument("--score-temperature", type=float, default=model.temperature,
-                   help=f"--score cosine: scores are cos(u, i) / this (default {model.temperature})")
+def _add_score_args(g, score: str, temperatures: dict[str, tuple[float, str]]) -> None:
+    """--score and one temperature flag per model it sets: {flag: (default, whose scores)}."""
+    g.add_argument("--score", default=score, choices=["dot", "cosine"],
+                   help=f"two_tower scores: inner product, or cosine / temperature (default {score})")
+    for flag, (default, whose) in temperatures.items():
+        g.add_argument(flag, type=float, default=default,
+                       help=f"--score cosine: {whose} scores are cos(u, i) / this (default {default})")
 
 
 def _add_model_args(p: argparse.ArgumentParser, model) -> None:
     g = p.add_argument_group("model")
-    _add_score_args(g, model)
+    _add_score_args(g, model.score, {"--score-temperature": (model.temperature, "the model's")})
     g.add_argument("--model", default="two_tower", choices=["two_tower", "mlp", "lightgcn"],
                    help="two_tower: dot product of user and item vectors (MF without --tower-layers), servable by "
                    "nearest-neighbour search; mlp: user and item embeddings concatenated and scored by an MLP; "
@@ -121,13 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--student-dim", type=int, default=rc.student.embedding_dim)
     p.add_argument("--teacher-lr", type=float, default=rc.teacher.lr, help="embedding learning rate of the teacher")
     p.add_argument("--student-lr", type=float, default=rc.student.lr, help="embedding learning rate of the students")
-    g = p.add_argument_group("model (teacher and students)")
-    g.add_argument("--score", default=rc.teacher.score, choices=["dot", "cosine"],
-                   help=f"scores: inner product, or cosine / temperature (default {rc.teacher.score})")
-    g.add_argument("--teacher-score-temperature", type=float, default=rc.teacher.temperature,
-                   help=f"--score cosine: the teacher's scores are cos / this (default {rc.teacher.temperature})")
-    g.add_argument("--student-score-temperature", type=float, default=rc.student.temperature,
-                   help=f"--score cosine: the students' scores are cos / this (default {rc.student.temperature})")
+    _add_score_args(p.add_argument_group("model (teacher and students)"), rc.teacher.score,
+                    {"--teacher-score-temperature": (rc.teacher.temperature, "the teacher's"),
+                     "--student-score-temperature": (rc.student.temperature, "the students'")})
     _add_kd_args(p)
     p.add_argument("--sizes", help="student embedding sizes to compare, e.g. 4,8,16,32,64: each is trained alone "
                    "and distilled; a plot of NDCG@20 against parameters goes into the run directory")

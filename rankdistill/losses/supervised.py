@@ -59,9 +59,7 @@ def bilateral_softmax(scores: torch.Tensor, tau2: float = 1.0, users: torch.Tens
 
     scores [B, 1 + N] -> scalar.
     """
-    pos = scores[:, 0] if users is None else pool_by_user(scores[:, 0], users)
-    neg = torch.logsumexp(scores[:, 1:], dim=1) - math.log(scores.shape[1] - 1)
-    return (tau2 * neg - pos).mean()
+    return bilateral_softmax_blocks(scores[:, 0], [scores[:, 1:]], tau2, users)
 
 
 def pool_by_user(pos: torch.Tensor, users: torch.Tensor) -> torch.Tensor:

@@ -28,6 +28,7 @@ from torch import nn
 from rankdistill.config import DistillConfig
 from rankdistill.data.csr import Csr
 from rankdistill.errors import RankdistillError
+from rankdistill.evaluation.evaluator import rows_of
 from rankdistill.losses.rce import closure_log_weights
 from rankdistill.losses.registry import KD_LOSSES, KDBatch, RCEColumns
 from rankdistill.losses.supervised import SUPERVISED_LOSSES, bilateral_softmax_blocks, softmax_blocks
@@ -67,15 +68,10 @@ class SupervisedObjective(nn.Module):
     equal to the row's positive is masked."""
 
     def __init__(self, loss: str = "softmax", l2: float = 0.0, *, bsl_tau2: float = 1.0,
-                 users_in_loss: bool = True, in_batch_log_q: torch.Tensor | None = None) -> None:
+                 in_batch_log_q: torch.Tensor | None = None) -> None:
         super().__init__()
-        self.loss_name, self.l2 = loss, l2
-        fn = SUPERVISED_LOSSES[loss]
-        self.bsl_tau2, self.users_in_loss = bsl_tau2, users_in_loss
-        self.loss = (lambda scores, users: fn(scores, bsl_tau2, users if users_in_loss else None)) if loss == "bsl" \
-            else (lambda scores, users: fn(scores))
+        self.loss_name, self.loss, self.l2, self.bsl_tau2 = loss, SUPERVISED_LOSSES[loss], l2, bsl_tau2
         self.in_batch = in_batch_log_q is not None
-        self._dot_product = True  # set per step: in-batch negatives need user and item vectors (dot products)
         if self.in_batch:
             self.register_buffer("log_p", in_batch_log_q.float(), persistent=False)
 
@@ -87,8 +83,10 @@ class SupervisedObjective(nn.Module):
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the Trainer before each epoch (1-based); the supervised loss keeps no state."""
 
-    def supervised(self, fwd: Forward, pos: torch.Tensor, negs: torch.Tensor,
-                   users: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
+    def supervised(self, fwd: Forward, pos: torch.Tensor, negs: torch.Tensor, users: torch.Tensor | None = None,
+                   *, dot_product: bool = True) -> tuple[torch.Tensor, dict]:
+        """``dot_product``: the model scores by user and item vectors, so in-batch negatives apply (an MLP ranker
+        trains with the shared negatives alone)."""
         if fwd.shared_scores is not None:  # the two blocks as the model returned them: no copy
             s_pos, s_neg = fwd.own_scores[:, 0], fwd.shared_scores
         else:
@@ -97,14 +95,14 @@ class SupervisedObjective(nn.Module):
         fill = torch.finfo(s_neg.dtype).min / 4
         s_neg = s_neg.masked_fill(negs[None, :] == pos[:, None], fill)  # accidental hits
         blocks = [s_neg]
-        if self.in_batch and fwd.shared_scores is not None and self._dot_product:
+        if self.in_batch and fwd.shared_scores is not None and dot_product:
             s_pos, blocks = self._with_in_batch(s_pos, s_neg, fwd, pos, negs)
         if self.loss_name == "softmax":
             sup = softmax_blocks(s_pos, blocks)
         elif self.loss_name == "bsl":
-            sup = bilateral_softmax_blocks(s_pos, blocks, self.bsl_tau2, users if self.users_in_loss else None)
+            sup = bilateral_softmax_blocks(s_pos, blocks, self.bsl_tau2, users)
         else:
-            sup = self.loss(torch.cat([s_pos[:, None], *blocks], dim=1), users)
+            sup = self.loss(torch.cat([s_pos[:, None], *blocks], dim=1))
         parts = {self.loss_name: sup.detach()}
         if self.l2:
             reg = self.l2 * l2_penalty(fwd)
@@ -116,20 +114,20 @@ class SupervisedObjective(nn.Module):
                        negs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """Positive [B] and shared negatives [B, S] -> the same logQ-corrected, and the batch's other positives
         [B, B] as a second block of negatives (a column equal to the row's positive is masked)."""
-        b, n_items = len(pos), self.log_p.shape[0]
-        log_q_pos = torch.logaddexp(torch.tensor(math.log(len(negs) / n_items), device=pos.device),
-                                    math.log(b) + self.log_p.index_select(0, pos))  # log expected count
-        log_q_negs = torch.logaddexp(torch.tensor(math.log(len(negs) / n_items), device=pos.device),
-                                     math.log(b) + self.log_p.index_select(0, negs))
+        uniform = torch.tensor(math.log(len(negs) / self.log_p.shape[0]), device=pos.device)
+
+        def log_q(items: torch.Tensor) -> torch.Tensor:  # log of each item's expected count among the candidates
+            return torch.logaddexp(uniform, math.log(len(pos)) + self.log_p.index_select(0, items))
+
+        log_q_pos, log_q_negs = log_q(pos), log_q(negs)
         in_batch = fwd.user_hidden @ fwd.item_hidden[:, 0].T - log_q_pos[None, :]  # [B, B] (dot-product rankers)
         in_batch = in_batch.masked_fill(pos[None, :] == pos[:, None], torch.finfo(in_batch.dtype).min / 4)
         return s_pos - log_q_pos, [s_neg - log_q_negs[None, :], in_batch]
 
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
         """users [B], pos [B], negs [S] -> (loss, {part name: detached value})"""
-        self._dot_product = isinstance(model, DotProductRanker)
         fwd = model(users, pos[:, None], negs)
-        return self.supervised(fwd, pos, negs, users)
+        return self.supervised(fwd, pos, negs, users, dot_product=isinstance(model, DotProductRanker))
 
 
 def supervised_options(train, split=None) -> dict:
@@ -252,9 +250,8 @@ class DistillationObjective(SupervisedObjective):
             from_knowledge += [lambda: kn.scores.index_select(0, users), rce.rows]
         own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
         n_own = own_t.shape[1]
-        self._dot_product = isinstance(model, DotProductRanker)
         fwd = model(users, own_t, negs)  # scores [B, n_own + S]: one lookup per table
-        total, parts = self.supervised(fwd, pos, negs, users)
+        total, parts = self.supervised(fwd, pos, negs, users, dot_product=isinstance(model, DotProductRanker))
         if self.teacher is not None and self.teacher_columns != "none":
             shared = negs if self.teacher_columns == "all" else None  # the teacher scores only what a term uses
             if self.teacher_vectors is not None:  # a frozen dot-product teacher: its vectors, computed once
@@ -419,12 +416,7 @@ class DistillationObjective(SupervisedObjective):
         anything (RD's rank estimate, RRD's uninteresting items)."""
         if self.exclude is None:
             return None
-        ex = self.exclude
-        start, length = ex.indptr[users], ex.indptr[users + 1] - ex.indptr[users]
-        rows = torch.repeat_interleave(torch.arange(len(users), device=users.device), length)
-        offsets = torch.arange(int(length.sum()), device=users.device) - torch.repeat_interleave(
-            torch.cumsum(length, 0) - length, length)
-        items = ex.indices.index_select(0, torch.repeat_interleave(start, length) + offsets)
+        rows, items = rows_of(self.exclude, users)
         return negatives_hit_pairs(negs, rows, items, len(users), self.n_items)
 
     def _cached_teacher(self, users, ranks, topk_valid, extra):
