@@ -205,3 +205,12 @@ def test_sharded_training_is_refused(tiny_split):
         distributed.train_sharded(tiny_split, config, RunConfig(quiet=True), "teacher")
     with pytest.raises(RankdistillError, match="one process"):
         build_model(config, 5, 5, fused=False)
+
+
+def test_extra_candidates_of_the_first_rows_equal_their_own_scores():
+    m = _model()
+    users, own, shared = torch.tensor([0, 1, 2]), torch.tensor([[0], [1], [2]]), torch.tensor([1])
+    extra = torch.tensor([[0, 1, 2, 2], [2, 2, 1, 0]])
+    fwd = m(users, own, shared, extra=extra)
+    assert torch.allclose(fwd.extra_scores, m.score(users[:2], extra), atol=1e-6)
+    assert torch.allclose(fwd.scores, m(users, own, shared).scores, atol=1e-6)

@@ -1,5 +1,6 @@
 """Rankers: torchrec lookups, the fused update, and fast scoring paths against slow references."""
 
+import pytest
 import torch
 
 from rankdistill.config import ModelConfig
@@ -86,3 +87,16 @@ def test_many_ids_are_looked_up_once_each_with_the_same_update():
     (out_dedup * grad).sum().backward()
     (out_plain * grad).sum().backward()
     torch.testing.assert_close(tables[0].weight, tables[1].weight)
+
+
+@pytest.mark.parametrize("config", [ModelConfig(embedding_dim=8), ModelConfig(embedding_dim=8, score="cosine", temperature=0.2),
+                                    ModelConfig(kind="mlp", embedding_dim=8, mlp_layers=(6,))])
+def test_extra_candidates_of_the_first_rows_equal_their_own_scores(config):
+    """``extra`` [R, E] is scored against the first R users only, in the same lookup, and leaves the other
+    outputs as they were; 40 extra columns take the long-list (bmm) path."""
+    m = build_model(config, 30, 50, seed=1)
+    users, own, shared = torch.tensor([1, 2, 3, 4]), torch.tensor([[4], [5], [6], [7]]), torch.tensor([7, 8])
+    extra = torch.randint(50, (2, 40), generator=torch.Generator().manual_seed(0))
+    fwd, plain = m(users, own, shared, extra=extra), m(users, own, shared)
+    assert torch.allclose(fwd.extra_scores, m.score(users[:2], extra), atol=1e-5)
+    assert torch.allclose(fwd.scores, plain.scores) and plain.extra_scores is None

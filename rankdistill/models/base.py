@@ -30,6 +30,7 @@ class Forward:
     item_hidden: torch.Tensor  # [B, L, H]
     shared_hidden: torch.Tensor | None  # [S, H]
     shared_scores: torch.Tensor | None = None  # [B, S] the shared candidates' scores
+    extra_scores: torch.Tensor | None = None  # [R, E] the extra candidates of the first R rows (``extra``)
 
     @cached_property
     def scores(self) -> torch.Tensor:
@@ -39,16 +40,38 @@ class Forward:
         return torch.cat([self.own_scores, self.shared_scores], dim=1)
 
 
+def join_candidates(items: torch.Tensor, extra: torch.Tensor | None, shared: torch.Tensor | None) -> torch.Tensor:
+    """The ids of one lookup: items [B, L], then extra [R, E], then shared [S] -> int64 [B·L + R·E + S]
+    (split back with :func:`split_candidates`)."""
+    parts = [items.reshape(-1)] + [t.reshape(-1) for t in (extra, shared) if t is not None]
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def split_candidates(rows: torch.Tensor, items: torch.Tensor, extra: torch.Tensor | None):
+    """Rows [B·L + R·E + S, H] looked up for :func:`join_candidates` -> (items' [B, L, H], extra's [R, E, H] or
+    None, shared's [S, H])."""
+    b, l = items.shape
+    at = b * l
+    own = rows[:at].view(b, l, -1)
+    if extra is None:
+        return own, None, rows[at:]
+    r, e = extra.shape
+    return own, rows[at : at + r * e].view(r, e, -1), rows[at + r * e :]
+
+
 class Ranker(nn.Module, abc.ABC):
     n_users: int
     n_items: int
     embedding_dim: int
 
     @abc.abstractmethod
-    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None) -> Forward:
+    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> Forward:
         """users int64 [B], items int64 [B, L] (each row's own candidates), shared int64 [S] (candidates
-        scored for every row, e.g. sampled negatives) -> scores [B, L + S] and the embeddings behind them.
-        Each table is looked up once, so the fused optimizer updates each row once per step."""
+        scored for every row, e.g. sampled negatives), extra int64 [R, E] (R <= B: further candidates of the
+        first R rows only, e.g. a distillation term's long lists on a few rows) -> scores [B, L + S] (and
+        ``extra_scores`` [R, E]) and the embeddings behind them. Each table is looked up once, so the fused
+        optimizer updates each row once per step."""
 
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """users int64 [B], items int64 [B, L] -> scores [B, L] (higher = more relevant)."""

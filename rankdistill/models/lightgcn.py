@@ -25,7 +25,7 @@ import torch
 
 from rankdistill.data.csr import Csr
 from rankdistill.errors import RankdistillError
-from rankdistill.models.base import DotProductRanker, Forward
+from rankdistill.models.base import DotProductRanker, Forward, join_candidates, split_candidates
 from rankdistill.models.embedding import EmbeddingTable
 
 
@@ -154,25 +154,26 @@ class LightGCN(DotProductRanker):
     def item_matrix(self) -> torch.Tensor:
         return self.final_vectors()[1]
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None) -> Forward:
+    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> Forward:
         """In training mode with gradients: a full propagation (see the module docstring); otherwise the cached
-        final vectors, no gradient. users [B], items [B, L], shared [S]."""
-        b, l = items.shape
-        flat = items.reshape(-1) if shared is None else torch.cat([items.reshape(-1), shared])
+        final vectors, no gradient. users [B], items [B, L], shared [S], extra [R, E] (the first R rows')."""
+        flat = join_candidates(items, extra, shared)
         if self.training and torch.is_grad_enabled():
             fu, fi, u0, i0 = self._propagated()
         else:
             with torch.no_grad():
                 fu, fi = self.final_vectors()
                 u0, i0 = self.user_table.weight, self.item_table.weight
-        u, rows = u0[users], i0[flat]  # [B, D], [B*L + S, D] layer-0 rows (L2 acts on these)
+        u, rows = u0[users], i0[flat]  # [B, D], [B*L + R*E + S, D] layer-0 rows (L2 acts on these)
         hu, hrows = fu[users], fi[flat]
-        i, hi = rows[: b * l].view(b, l, -1), hrows[: b * l].view(b, l, -1)
+        i, _, se = split_candidates(rows, items, extra)
+        hi, he, hs = split_candidates(hrows, items, extra)
         scores = (hu[:, None, :] * hi).sum(-1)  # [B, L]
+        extra_scores = None if extra is None else torch.bmm(he, hu[: len(he), :, None]).squeeze(-1)
         if shared is None:
-            return Forward(scores, u, i, None, hu, hi, None)
-        se, hs = rows[b * l :], hrows[b * l :]
-        return Forward(scores, u, i, se, hu, hi, hs, shared_scores=hu @ hs.T)
+            return Forward(scores, u, i, None, hu, hi, None, extra_scores=extra_scores)
+        return Forward(scores, u, i, se, hu, hi, hs, shared_scores=hu @ hs.T, extra_scores=extra_scores)
 
     # -- saving ------------------------------------------------------------------------------------------
     def state_dict(self, *args, **kwargs):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rankdistill.models.base import Forward, Ranker
+from rankdistill.models.base import Forward, Ranker, join_candidates, split_candidates
 from rankdistill.models.embedding import EmbeddingTable
 
 
@@ -59,17 +59,17 @@ class MLPRanker(Ranker):
         h = (u @ w[:, :d].T)[:, None, :] + i @ w[:, d:].T + self.first.bias  # [B, L, H] by broadcasting
         return self.rest(h).squeeze(-1)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None) -> Forward:
-        b, l = items.shape
-        flat = items.reshape(-1) if shared is None else torch.cat([items.reshape(-1), shared])
+    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> Forward:
+        flat = join_candidates(items, extra, shared)
         u, rows = self.user_table(users), self.item_table(flat)  # one lookup per table
-        i = rows[: b * l].view(b, l, -1)
+        i, e, s = split_candidates(rows, items, extra)
         scores = self._score(u, i)
+        extra_scores = None if extra is None else self._score(u[: len(e)], e)
         if shared is None:
-            return Forward(scores, u, i, None, u, i, None)
-        s = rows[b * l :]
+            return Forward(scores, u, i, None, u, i, None, extra_scores=extra_scores)
         shared_scores = self._score(u, s[None])
-        return Forward(scores, u, i, s, u, i, s, shared_scores=shared_scores)
+        return Forward(scores, u, i, s, u, i, s, shared_scores=shared_scores, extra_scores=extra_scores)
 
     @torch.no_grad()
     def score_all(self, users: torch.Tensor) -> torch.Tensor:

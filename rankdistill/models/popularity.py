@@ -26,11 +26,13 @@ class Popularity(DotProductRanker):
     def item_matrix(self) -> torch.Tensor:
         return self.counts
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None) -> Forward:
+    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> Forward:
         if shared is not None:
             items = torch.cat([items, shared.expand(len(users), -1)], dim=1)
         u, i = self.user_vectors(users), self.item_vectors(items)
-        return Forward(i.squeeze(-1), u, i, None, u, i, None)
+        extra_scores = None if extra is None else self.item_vectors(extra).squeeze(-1)
+        return Forward(i.squeeze(-1), u, i, None, u, i, None, extra_scores=extra_scores)
 
     def num_parameters(self) -> int:
         return 0

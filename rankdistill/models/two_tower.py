@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rankdistill.models.base import DotProductRanker, Forward
+from rankdistill.models.base import DotProductRanker, Forward, join_candidates, split_candidates
 from rankdistill.models.embedding import EmbeddingTable
 
 
@@ -30,6 +30,13 @@ def _tower(dim: int, layers: tuple[int, ...]) -> nn.Module:
 
 
 LONG_LIST = 32  # own candidates per row above which scores go through bmm
+
+
+def _row_scores(hu: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """hu [B, D], hi [B, L, D] -> [B, L]: each row's vector against its own candidates."""
+    if hi.shape[1] <= LONG_LIST:  # multiply-sum is 3-8x faster than einsum/bmm for short lists on CPU ...
+        return (hu[:, None, :] * hi).sum(-1)
+    return torch.bmm(hi, hu[:, :, None]).squeeze(-1)  # ... and bmm for long ones (no [B, L, D] temporary)
 
 
 class TwoTower(DotProductRanker):
@@ -78,21 +85,18 @@ class TwoTower(DotProductRanker):
     def item_matrix(self) -> torch.Tensor:
         return self._item_side(self.item_table.weight)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None) -> Forward:
-        b, l = items.shape
-        s = 0 if shared is None else shared.numel()
-        flat = items.reshape(-1) if shared is None else torch.cat([items.reshape(-1), shared])
-        u, rows = self.user_table(users), self.item_table(flat)  # [B, D], [B*L + S, D]: one lookup per table
+    def forward(self, users: torch.Tensor, items: torch.Tensor, shared: torch.Tensor | None = None,
+                extra: torch.Tensor | None = None) -> Forward:
+        flat = join_candidates(items, extra, shared)
+        u, rows = self.user_table(users), self.item_table(flat)  # [B, D], [B*L + R*E + S, D]: one lookup per table
         hu, hrows = self._user_side(u), self._item_side(rows)
-        i, hi = rows[: b * l].view(b, l, -1), hrows[: b * l].view(b, l, -1)
-        if l <= LONG_LIST:  # multiply-sum is 3-8x faster than einsum/bmm for short lists on CPU ...
-            scores = (hu[:, None, :] * hi).sum(-1)  # [B, L]
-        else:  # ... and bmm for long ones (no [B, L, D] temporary)
-            scores = torch.bmm(hi, hu[:, :, None]).squeeze(-1)
+        i, _, se = split_candidates(rows, items, extra)
+        hi, he, hs = split_candidates(hrows, items, extra)
+        scores = _row_scores(hu, hi)
+        extra_scores = None if extra is None else _row_scores(hu[: len(he)], he)
         if shared is None:
-            return Forward(scores, u, i, None, hu, hi, None)
-        se, hs = rows[b * l :], hrows[b * l :]
-        return Forward(scores, u, i, se, hu, hi, hs, shared_scores=hu @ hs.T)
+            return Forward(scores, u, i, None, hu, hi, None, extra_scores=extra_scores)
+        return Forward(scores, u, i, se, hu, hi, hs, shared_scores=hu @ hs.T, extra_scores=extra_scores)
 
     def config(self) -> dict:
         return dict(kind=self.kind, n_users=self.n_users, n_items=self.n_items, embedding_dim=self.embedding_dim,

@@ -21,6 +21,7 @@ masked out of that row).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import torch
 from torch import nn
@@ -241,16 +242,19 @@ class DistillationObjective(SupervisedObjective):
             valid.append(dcd_valid)
             extra.append((dcd_ranks, dcd_valid))
             from_knowledge.append(None)
-        rce = None
+        rce, rce_rows = None, None
+        n_scored = sum(o.shape[1] for o in own)  # columns every row's forward scores; rce's come on r rows only
         if self.rce_pool:
-            rce_items, rce_ranks, rce_valid, rce = self._rce_columns(model, users, sum(o.shape[1] for o in own))
-            own += [rce_items[:, : kn.k], rce_items[:, kn.k :]]  # the teacher's top-K, the student's top list
+            rce_rows, rce_ranks, rce_valid, rce = self._rce_columns(model, users, n_scored)
+            padded = torch.cat([rce_rows, rce_rows[:1].expand(len(users) - rce.rows, -1)])  # rows past r: never real
+            own += [padded[:, : kn.k], padded[:, kn.k :]]  # the teacher's top-K, the student's top list
             valid += [rce_valid[:, : kn.k], rce_valid[:, kn.k :]]
             extra.append((rce_ranks, rce_valid))
             from_knowledge += [lambda: kn.scores.index_select(0, users), rce.rows]
         own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
         n_own = own_t.shape[1]
-        fwd = model(users, own_t, negs)  # scores [B, n_own + S]: one lookup per table
+        # one lookup per table: scores [B, n_scored + S], and rce's long lists on their r rows alone
+        fwd = with_extra_columns(model(users, own_t[:, :n_scored], negs, extra=rce_rows))
         total, parts = self.supervised(fwd, pos, negs, users, dot_product=isinstance(model, DotProductRanker))
         if self.teacher is not None and self.teacher_columns != "none":
             shared = negs if self.teacher_columns == "all" else None  # the teacher scores only what a term uses
@@ -370,9 +374,10 @@ class DistillationObjective(SupervisedObjective):
         self.dcd_stale = False
 
     def _rce_columns(self, model: Ranker, users: torch.Tensor, start: int):
-        """rce's own columns from column ``start`` on: items [B, K + P] (the teacher's top-K, then the student's
-        top-P), their teacher ranks [B, K + P] (K or more outside the teacher's top-K), real [B, K + P], and
-        the RCEColumns, with L positions of the student's list drawn for the closure (closure_log_weights)."""
+        """rce's own columns from column ``start`` on, carried by the first r = ``rce_rows`` rows of the batch:
+        items [r, K + P] (the teacher's top-K, then the student's top-P), and for all B rows their teacher ranks
+        [B, K + P] (K or more outside the teacher's top-K), real [B, K + P] (False past row r), and the
+        RCEColumns, with L positions of the student's list drawn for the closure (closure_log_weights)."""
         if self.rce_stale or self.rce_state is None:
             self._refresh_rce(model)
         kn, top, top_valid, teacher_rank_of_top = self.knowledge, *self.rce_state
@@ -385,11 +390,9 @@ class DistillationObjective(SupervisedObjective):
         columns = RCEColumns(teacher_top=slice(start, start + k), student_top=slice(start + k, start + k + p),
                              student_top_rank=student_rank, sampled=sampled, sampled_ok=sampled_ok, rows=r)
         teacher_ranks = torch.arange(k, device=users.device).expand(len(users), -1)
-        items = torch.cat([kn.items.index_select(0, users), student_items], dim=1)
+        items = torch.cat([kn.items.index_select(0, users[:r]), student_items[:r]], dim=1)
         real = torch.cat([kn.valid.index_select(0, users), student_ok], dim=1)
-        if r < len(users):  # rows past r pad with row 0's items (one distinct lookup each), never real
-            items = torch.cat([items[:r], items[:1].expand(len(users) - r, -1)])
-            real = torch.cat([real[:r], torch.zeros_like(real[r:])])
+        real[r:] = False
         return items, torch.cat([teacher_ranks, student_rank], dim=1), real, columns
 
     @torch.no_grad()
@@ -431,6 +434,16 @@ class DistillationObjective(SupervisedObjective):
             scores.append(_pick(kn.scores, users, block_ranks.clamp_max(kn.k - 1)) * inside)
             known.append(inside)
         return torch.cat(scores, dim=1), torch.cat(known, dim=1)
+
+
+def with_extra_columns(fwd: Forward) -> Forward:
+    """A forward with ``extra_scores`` [R, E] -> the same with them as the last E own columns of all B rows
+    (rows past R: 0, never real), so every term reads one [B, L + E + S] layout."""
+    if fwd.extra_scores is None:
+        return fwd
+    e = fwd.extra_scores
+    padded = torch.cat([e, e.new_zeros(fwd.own_scores.shape[0] - e.shape[0], e.shape[1])])
+    return replace(fwd, own_scores=torch.cat([fwd.own_scores, padded], dim=1), extra_scores=None)
 
 
 def negatives_hit_pairs(negs: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, b: int,
