@@ -370,3 +370,41 @@ def test_teacher_scores_from_its_vectors_equal_its_forward(teacher, knowledge, t
             expected = teacher(users, own, negs).scores
         torch.testing.assert_close(objective._teacher_scores(users, own, negs), expected)
         torch.testing.assert_close(objective._teacher_scores(users, own, None), expected[:, :width])
+
+
+@pytest.mark.parametrize("teacher_online", [True, False])
+def test_rce_term_equals_rce_kd_on_the_rows_that_carry_it(teacher_online, teacher, knowledge, tiny_split,
+                                                          monkeypatch):
+    """The rce part of a step is rce_kd over the first rce_rows rows, from the student's and the teacher's
+    scores of those rows' K + P items (the closure draw made deterministic: the first L positions)."""
+    import rankdistill.train.objectives as objectives_module
+    from rankdistill.losses.rce import rce_kd
+    from rankdistill.train.knowledge import rank_with_positions
+
+    def first_positions(log_w, m, generator):
+        return torch.arange(m).expand(log_w.shape[0], -1), torch.isfinite(log_w[:, :m])
+
+    monkeypatch.setattr(objectives_module, "gumbel_topk", first_positions)
+    config = _config("rce", rce_rows=3, rce_samples=6, rce_pool=20)
+    objective = DistillationObjective(teacher if teacher_online else None, knowledge, config,
+                                      exclude=tiny_split.train)
+    student = _student(tiny_split)
+    users, pos, negs = _batch(tiny_split)
+    _, parts = objective(student, users, pos, negs)
+
+    rows = users[:3]
+    with torch.no_grad():
+        top, top_ok, _, t_rank = rank_with_positions(student, tiny_split.train, 20, knowledge.items, knowledge.valid,
+                                                     with_ranks=False)
+        top, top_ok, t_rank = top[rows], top_ok[rows], t_rank[rows]
+        t_items = knowledge.items[rows]
+        s_t, s_s = student.score(rows, t_items), student.score(rows, top)
+        if teacher_online:
+            tt, ts, known = teacher.score(rows, t_items), teacher.score(rows, top), top_ok
+        else:  # from the knowledge: only the student's items inside the teacher's top-K have a teacher score
+            tt, known = knowledge.scores[rows], top_ok & (t_rank < 20)
+            ts = knowledge.scores[rows].gather(1, t_rank.clamp_max(19)) * known
+        sampled, sampled_ok = torch.arange(6).expand(3, -1), torch.ones(3, 6, dtype=torch.bool)
+        expected = rce_kd(s_t, tt, knowledge.valid[rows], s_s, ts, known, top_ok, t_rank, sampled, sampled_ok,
+                          beta=config.rce_beta, temperature=config.rce_tau)
+    torch.testing.assert_close(parts["rce"], expected, rtol=1e-5, atol=1e-6)

@@ -46,10 +46,10 @@ class RCEColumns:
 
     teacher_top: slice  # K columns
     student_top: slice  # P columns (P >= K)
-    student_top_rank: torch.Tensor  # int64 [B, P] teacher rank of each (>= K: outside the teacher's top-K)
-    sampled: torch.Tensor  # int64 [B, L] positions in student_top drawn for the closure
-    sampled_ok: torch.Tensor  # bool [B, L] False: the list was too short
-    rows: int = 0  # the first `rows` rows carry the columns (rce_rows); the others are padding (0: all rows)
+    student_top_rank: torch.Tensor  # int64 [R, P] teacher rank of each (>= K: outside the teacher's top-K)
+    sampled: torch.Tensor  # int64 [R, L] positions in student_top drawn for the closure
+    sampled_ok: torch.Tensor  # bool [R, L] False: the list was too short
+    rows: int = 0  # R: the first R rows carry the columns (rce_rows); the others are padding (0: all rows)
 
 
 @dataclass

@@ -376,24 +376,28 @@ class DistillationObjective(SupervisedObjective):
     def _rce_columns(self, model: Ranker, users: torch.Tensor, start: int):
         """rce's own columns from column ``start`` on, carried by the first r = ``rce_rows`` rows of the batch:
         items [r, K + P] (the teacher's top-K, then the student's top-P), and for all B rows their teacher ranks
-        [B, K + P] (K or more outside the teacher's top-K), real [B, K + P] (False past row r), and the
-        RCEColumns, with L positions of the student's list drawn for the closure (closure_log_weights)."""
+        [B, K + P] (K or more outside the teacher's top-K) and real [B, K + P] (False past row r), and the
+        RCEColumns (of the r rows), with L positions of the student's list drawn for the closure
+        (closure_log_weights)."""
         if self.rce_stale or self.rce_state is None:
             self._refresh_rce(model)
         kn, top, top_valid, teacher_rank_of_top = self.knowledge, *self.rce_state
-        student_items, student_ok = top.index_select(0, users), top_valid.index_select(0, users)  # [B, P]
-        student_rank = teacher_rank_of_top.index_select(0, users)
-        log_w = closure_log_weights(student_rank < kn.k, student_ok, self.config.rce_sample_temperature)
-        sampled, sampled_ok = gumbel_topk(log_w, min(self.config.rce_samples, top.shape[1]), self.generator)
-        k, p = kn.k, top.shape[1]
-        r = min(self.config.rce_rows, len(users))
+        k, p, b = kn.k, top.shape[1], len(users)
+        r = min(self.config.rce_rows, b)
+        rows = users[:r]
+        student_items, student_ok = top.index_select(0, rows), top_valid.index_select(0, rows)  # [r, P]
+        student_rank = teacher_rank_of_top.index_select(0, rows)
+        log_w = closure_log_weights(student_rank < k, student_ok, self.config.rce_sample_temperature)
+        sampled, sampled_ok = gumbel_topk(log_w, min(self.config.rce_samples, p), self.generator)
         columns = RCEColumns(teacher_top=slice(start, start + k), student_top=slice(start + k, start + k + p),
                              student_top_rank=student_rank, sampled=sampled, sampled_ok=sampled_ok, rows=r)
-        teacher_ranks = torch.arange(k, device=users.device).expand(len(users), -1)
-        items = torch.cat([kn.items.index_select(0, users[:r]), student_items[:r]], dim=1)
-        real = torch.cat([kn.valid.index_select(0, users), student_ok], dim=1)
-        real[r:] = False
-        return items, torch.cat([teacher_ranks, student_rank], dim=1), real, columns
+        items = torch.cat([kn.items.index_select(0, rows), student_items], dim=1)
+        ranks = torch.cat([torch.arange(k, device=users.device).expand(r, -1), student_rank], dim=1)
+        real = torch.cat([kn.valid.index_select(0, rows), student_ok], dim=1)
+        pad = b - r  # rows past r carry no rce column: rank k (outside the top-K), never real
+        ranks = torch.cat([ranks, torch.full((pad, k + p), k, dtype=ranks.dtype, device=ranks.device)])
+        real = torch.cat([real, torch.zeros(pad, k + p, dtype=torch.bool, device=real.device)])
+        return items, ranks, real, columns
 
     @torch.no_grad()
     def _refresh_rce(self, model: Ranker) -> None:
