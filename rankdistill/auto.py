@@ -21,15 +21,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from rankdistill.data.split import Split
-from rankdistill.evaluation.evaluator import evaluate
 from rankdistill.models.base import Ranker
-from rankdistill.pipeline import (
-    REPORT_METRICS,
-    RunConfig,
-    TrainedModel,
-    distillation_objective,
-    make_trainer,
-)
+from rankdistill.pipeline import RunConfig, TrainedModel, distillation_objective, make_trainer, test_evaluated
 from rankdistill.train.knowledge import TeacherKnowledge
 
 NONE = "none"
@@ -52,12 +45,14 @@ def distill_auto(split: Split, teacher: Ranker | None, run: RunConfig, knowledge
     start = time.perf_counter()
     d, metric, epochs = run.distill, run.train.select_metric, run.distill.auto_pilot_epochs
     pilots: dict[str, float] = {}
-    trainers = {}
+    trainers, curves = {}, {}
     for spec in d.auto_menu:
         spec_run = replace(run, distill=replace(d, kd=spec))
         objective = distillation_objective(split, teacher, knowledge, spec_run)
         trainer = make_trainer(split, run.student, spec_run, f"{name}-auto-{spec}", objective, out_dir)
-        pilots[spec] = pilot_figure(trainer.fit(stop_after=epochs).history, epochs, metric)
+        history = trainer.fit(stop_after=epochs).history
+        pilots[spec] = pilot_figure(history, epochs, metric)
+        curves[spec] = [[h["elapsed_seconds"], h["valid"][metric]] for h in history[:epochs] if "elapsed_seconds" in h]
         trainers[spec] = trainer
     if alone is not None and alone.fit is not None:
         baseline, baseline_trainer = pilot_figure(alone.fit.history, epochs, metric), None
@@ -69,7 +64,8 @@ def distill_auto(split: Split, teacher: Ranker | None, run: RunConfig, knowledge
     pilot_seconds = time.perf_counter() - start
     record = {"menu": list(d.auto_menu), "pilot_epochs": epochs, "metric": f"valid {metric}",
               "pilots": {spec: round(v, 6) for spec, v in pilots.items()}, "student_alone": round(baseline, 6),
-              "pilot_seconds": round(pilot_seconds, 2)}
+              "pilot_seconds": round(pilot_seconds, 2),
+              "pilot_curves": curves}  # [elapsed seconds, validation figure] per pilot epoch
     if pilots[best] > baseline:
         chosen = best
         winner = trainers.pop(chosen)
@@ -98,7 +94,5 @@ def distill_auto(split: Split, teacher: Ranker | None, run: RunConfig, knowledge
             model = baseline_trainer.model
     record.update(chosen=chosen, reason=reason, seconds=round(time.perf_counter() - start, 2))
     if chosen == NONE and alone is not None:
-        metrics = alone.metrics
-    else:
-        metrics = evaluate(model, split, "test", run.ks, REPORT_METRICS)
-    return TrainedModel(model, fit, metrics, method=f"auto: {chosen}", auto=record)
+        return TrainedModel(model, fit, alone.metrics, method=f"auto: {chosen}", auto=record)
+    return test_evaluated(model, fit, split, run, method=f"auto: {chosen}", auto=record)

@@ -8,6 +8,7 @@ Model selection uses validation only; every model is evaluated on the same split
 from __future__ import annotations
 
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -56,6 +57,17 @@ class TrainedModel:
     method: str | None = None
     fidelity: dict[str, float] | None = None  # overlap@k, kendall_tau@k against the teacher (students only)
     auto: dict | None = None  # --kd auto: what it tried, each pilot's validation figure, what it chose and why
+    test_seconds: float = 0.0  # the full-ranking test evaluation
+
+    def timings(self) -> dict[str, float]:
+        """Seconds of training (validation included), of which validation, and of the test evaluation."""
+        history = self.fit.history if self.fit else []
+        out = {"train": round(self.fit.seconds, 2) if self.fit else 0.0,
+               "valid": round(sum(h.get("valid_seconds", 0.0) for h in history), 2),
+               "test": round(self.test_seconds, 2)}
+        if self.auto is not None:
+            out["auto_pilots"] = self.auto["pilot_seconds"]
+        return out
 
     def summary(self) -> dict:
         out = {"params": self.model.num_parameters(), "embedding_dim": self.model.embedding_dim,
@@ -78,6 +90,7 @@ class RunResult:
     models: dict[str, TrainedModel] = field(default_factory=dict)
     sizes: dict[int, tuple[TrainedModel, TrainedModel]] = field(default_factory=dict)  # dim -> (alone, distilled)
     seconds: float = 0.0
+    timings: dict = field(default_factory=dict)  # phase -> seconds (a model: its TrainedModel.timings())
 
 
 def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: str, objective=None,
@@ -94,7 +107,14 @@ def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: s
         return distributed.train_sharded(split, model_config, run, name, objective, out_dir)
     trainer = make_trainer(split, model_config, run, name, objective, out_dir)
     fit = trainer.fit()
-    return TrainedModel(trainer.model, fit, evaluate(trainer.model, split, "test", run.ks, REPORT_METRICS))
+    return test_evaluated(trainer.model, fit, split, run)
+
+
+def test_evaluated(model: Ranker, fit: FitResult | None, split: Split, run: RunConfig, **fields) -> TrainedModel:
+    """A trained model with its full-ranking test metrics (and the seconds they took)."""
+    t0 = time.perf_counter()
+    metrics = evaluate(model, split, "test", run.ks, REPORT_METRICS)
+    return TrainedModel(model, fit, metrics, test_seconds=time.perf_counter() - t0, **fields)
 
 
 def make_trainer(split: Split, model_config: ModelConfig, run: RunConfig, name: str, objective=None,
@@ -154,29 +174,55 @@ def _seeded(train: TrainConfig, seed: int) -> TrainConfig:
 
 
 def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path | None = None) -> RunResult:
-    """The whole chain; with ``out_dir`` every model checkpoints there and a re-run resumes."""
+    """The whole chain; with ``out_dir`` every model checkpoints there and a re-run resumes. ``timings`` records
+    where the time went (each phase is also printed unless ``config.quiet``)."""
     start = time.perf_counter()
-    split = make_split(data, config.split, config.seed, config.split_ratio, config.split_time)
-    result = RunResult(data, split)
-    pop = Popularity(split.train)
-    result.models["popularity"] = TrainedModel(pop, None, evaluate(pop, split, "test", config.ks, REPORT_METRICS))
-    result.models["teacher"] = train_model(split, config.teacher, config, "teacher", out_dir=out_dir)
-    result.models["student"] = train_model(split, config.student, config, "student", out_dir=out_dir)
+    clock = _PhaseClock(config.quiet)
+    with clock("split"):
+        split = make_split(data, config.split, config.seed, config.split_ratio, config.split_time)
+    result = RunResult(data, split, timings=clock.seconds)
+    with clock("popularity"):
+        pop = Popularity(split.train)
+        result.models["popularity"] = TrainedModel(pop, None, evaluate(pop, split, "test", config.ks, REPORT_METRICS))
+    for name, model_config in (("teacher", config.teacher), ("student", config.student)):
+        with clock(name, lambda: result.models[name].timings()):
+            result.models[name] = train_model(split, model_config, config, name, out_dir=out_dir)
     teacher = result.models["teacher"].model
-    knowledge = TeacherKnowledge.compute(teacher, split, config.distill.topk)
-    result.models["distilled"] = distill(split, teacher, config, knowledge=knowledge, out_dir=out_dir,
-                                         alone=result.models["student"])
+    with clock("knowledge"):
+        knowledge = TeacherKnowledge.compute(teacher, split, config.distill.topk)
+    with clock("distilled", lambda: result.models["distilled"].timings()):
+        result.models["distilled"] = distill(split, teacher, config, knowledge=knowledge, out_dir=out_dir,
+                                             alone=result.models["student"])
     for dim in config.sizes:
         if dim == config.student.embedding_dim:
             result.sizes[dim] = (result.models["student"], result.models["distilled"])
             continue
         sized = replace(config, student=replace(config.student, embedding_dim=dim))
-        alone = train_model(split, sized.student, sized, f"student@{dim}", out_dir=out_dir)
-        taught = distill(split, teacher, sized, f"distilled@{dim}", knowledge, out_dir=out_dir, alone=alone)
+        with clock(f"sizes@{dim}"):
+            alone = train_model(split, sized.student, sized, f"student@{dim}", out_dir=out_dir)
+            taught = distill(split, teacher, sized, f"distilled@{dim}", knowledge, out_dir=out_dir, alone=alone)
         result.sizes[dim] = (alone, taught)
-    add_fidelity(result, teacher, config.ks)
+    with clock("fidelity"):
+        add_fidelity(result, teacher, config.ks)
     result.seconds = time.perf_counter() - start
     return result
+
+
+class _PhaseClock:
+    """``with clock(name[, detail]):`` times a phase into ``seconds[name]`` (with ``detail()``: a dict, its
+    ``total`` the phase's seconds) and prints it unless quiet."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet, self.seconds = quiet, {}
+
+    @contextmanager
+    def __call__(self, name: str, detail=None):
+        t0 = time.perf_counter()
+        yield
+        total = round(time.perf_counter() - t0, 2)
+        self.seconds[name] = {"total": total, **detail()} if detail else total
+        if not self.quiet:
+            print(f"[{name}] {total:.1f} s", flush=True)
 
 
 def add_fidelity(result: RunResult, teacher: Ranker, ks: tuple[int, ...]) -> None:

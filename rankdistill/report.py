@@ -34,10 +34,66 @@ def build_report(result: RunResult, config: RunConfig) -> dict:
                   for dim, (alone, taught) in sorted(result.sizes.items())],
         "config": config_dict(config),
         "seconds": round(result.seconds, 2),
+        "timings": {**result.timings, "total": round(result.seconds + result.timings.get("load", 0.0), 2)},
+        "curves": curves(result, config.train.select_metric),
         "environment": {"torch": torch.__version__, "python": platform.python_version(),
                         "device": config.device, "threads": torch.get_num_threads()},
     }
     return report
+
+
+def curves(result: RunResult, metric: str) -> dict[str, list[list[float]]]:
+    """Every trained model's validation ``metric`` against the wall-clock seconds since its training began:
+    {model: [[seconds, value], ...]}, the ``--kd auto`` pilots as ``pilot <spec>``."""
+    out = {}
+    for name, trained in result.models.items():
+        if trained.fit is not None:
+            out[name] = [[h["elapsed_seconds"], h["valid"][metric]] for h in trained.fit.history
+                         if "elapsed_seconds" in h and metric in h["valid"]]
+        for spec, points in (trained.auto or {}).get("pilot_curves", {}).items():
+            out[f"pilot {spec}"] = points
+    return {k: v for k, v in out.items() if v}
+
+
+def plot_curves(report: dict, path: str | Path) -> Path:
+    """Validation NDCG@20 against wall-clock seconds, one line per model trained (pilots dashed)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, points in report["curves"].items():
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, "--" if name.startswith("pilot") else "o-", label=name, markersize=3,
+                alpha=0.6 if name.startswith("pilot") else 1.0)
+    ax.set_xlabel("seconds since the model's training began")
+    ax.set_ylabel(report["protocol"]["selection"])
+    ax.set_title(f"{report['dataset']['name']}: validation against time")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return Path(path)
+
+
+def timings_table(report: dict) -> str:
+    """Where the time went: one row per phase (a model's training, its validation share and its test
+    evaluation), with its share of the total."""
+    t = report["timings"]
+    total = t["total"] or 1.0
+    lines = ["| phase | seconds | share |", "|---|---|---|"]
+    for phase, value in t.items():
+        if phase == "total":
+            continue
+        if isinstance(value, dict):
+            parts = [f"{k} {v:.1f} s" for k, v in value.items() if k != "total"]
+            lines.append(f"| {phase} ({', '.join(parts)}) | {value['total']:.1f} | {value['total'] / total:.0%} |")
+        else:
+            lines.append(f"| {phase} | {value:.1f} | {value / total:.0%} |")
+    lines.append(f"| total | {t['total']:.1f} | 100% |")
+    return "\n".join(lines)
 
 
 def metric_columns(ks: list[int]) -> list[str]:
@@ -152,5 +208,12 @@ def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     if report["sizes"]:
         plot_sizes(report, out / "sizes.png")
         text += "\n## Quality against size\n\n" + sizes_table(report) + "\n\n![NDCG@20 against parameters](sizes.png)\n"
+    if report.get("curves"):
+        try:
+            plot_curves(report, out / "curves.png")
+            figure = "![validation against wall-clock seconds](curves.png)"
+        except ImportError:
+            figure = "(curves.png not drawn: matplotlib is missing; `pip install rankdistill[plot]`)"
+        text += "\n## Where the time went\n\n" + timings_table(report) + "\n\n" + figure + "\n"
     m.write_text(text)
     return j, m

@@ -245,3 +245,29 @@ def test_bad_layer_widths_is_status_2(tmp_path, capsys):
 
     assert main(["train", "--out", str(tmp_path / "t"), "--model", "mlp", "--mlp-layers", "16,x"]) == 2
     assert "--mlp-layers must be comma-separated integers" in capsys.readouterr().err
+
+
+def test_run_reports_where_the_time_went_and_draws_the_curves(tmp_path, tiny_frame, capsys):
+    """report.json's timings hold every phase (a model: training, its validation share, its test evaluation),
+    the phases add up to no more than the total, the progress output names each phase, and curves.png
+    holds one line per trained model from its per-epoch validation figures."""
+    path = tmp_path / "d.csv"
+    tiny_frame.to_csv(path, index=False)
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(path), "--out", str(out), "--teacher-dim", "8", "--student-dim", "4",
+                 *KD, *[a for a in FAST if a != "--quiet"]]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    t = report["timings"]
+    assert list(t) == ["load", "split", "popularity", "teacher", "student", "knowledge", "distilled", "fidelity",
+                       "total"]
+    for name in ("teacher", "student", "distilled"):
+        assert 0 <= t[name]["valid"] <= t[name]["train"] <= t[name]["total"] and t[name]["test"] >= 0
+        assert f"[{name}] " in printed
+    phases = sum(v["total"] if isinstance(v, dict) else v for k, v in t.items() if k != "total")
+    assert phases <= t["total"] + 0.05
+    for name in ("teacher", "student", "distilled"):
+        epochs = report["models"][name]["best_epoch"]
+        points = report["curves"][name]
+        assert len(points) >= epochs and all(b[0] > a[0] for a, b in zip(points, points[1:]))
+    assert (out / "curves.png").stat().st_size > 0 and "## Where the time went" in (out / "report.md").read_text()

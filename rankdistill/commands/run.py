@@ -79,8 +79,13 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed, quiet=args.quiet, sizes=parse_sizes(args.sizes),
     )
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    t0 = time.perf_counter()
     data = DataSpec.from_args(args).load()
+    loaded = round(time.perf_counter() - t0, 2)
+    if not config.quiet:
+        print(f"[load] {loaded:.1f} s", flush=True)
     result = run(data, config, out)
+    result.timings = {"load": loaded, **result.timings}
     report = build_report(result, config)
     json_path, md_path = write_report(report, out)
     print(table(report))

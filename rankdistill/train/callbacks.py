@@ -26,7 +26,8 @@ def format_record(record: dict) -> str:
     losses = " ".join(f"{k}={v:.4f}" for k, v in record["loss"].items())
     valid = " ".join(f"{k}={v:.4f}" for k, v in record["valid"].items())
     return (f"[{record['model']}] epoch {record['epoch']}: {losses} | valid {valid} | "
-            f"{record['examples_per_second']:,.0f} ex/s | {record['train_seconds']:.1f} s")
+            f"{record['examples_per_second']:,.0f} ex/s | {record['train_seconds']:.1f} s"
+            + (f" + valid {record['valid_seconds']:.1f} s" if "valid_seconds" in record else ""))
 
 
 class Progress(Callback):

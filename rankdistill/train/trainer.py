@@ -171,8 +171,10 @@ class Trainer:
                                            "or add --l2") from None
                 train_s = time.perf_counter() - t0
                 valid = evaluate(self.model, self.split, "valid", (self.select_k,), (self._metric_name,))
+                now = time.perf_counter()
                 record = {"model": self.name, "epoch": epoch, "loss": losses, "valid": valid,
-                          "train_seconds": round(train_s, 3),
+                          "train_seconds": round(train_s, 3), "valid_seconds": round(now - t0 - train_s, 3),
+                          "elapsed_seconds": round(now - start, 3),  # since this model's training began
                           "examples_per_second": round(len(self.users) / max(train_s, 1e-9), 1),
                           "lr": [t.optimizer.param_groups[0]["lr"] for t in self.model.tables()]}
                 history.append(record)
