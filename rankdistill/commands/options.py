@@ -300,7 +300,8 @@ def _checked(o: Option, value, path: Path):
 
 def resolve(args: argparse.Namespace, *, check_required: bool = True) -> argparse.Namespace:
     """Fill every option of ``args.command`` that no flag gave: from the job file (``args.config``), else the
-    default. ``args.given`` becomes the set of keys the flags or the file set."""
+    default. ``args.given`` becomes the set of keys the flags or the file set. An mlp or lightgcn model scores
+    with dot unless a score is given (the default two_tower score may be cosine)."""
     command = args.command
     options = job_options(command)
     from_file = read_job(args.config, command) if getattr(args, "config", None) else {}
@@ -319,6 +320,9 @@ def resolve(args: argparse.Namespace, *, check_required: bool = True) -> argpars
             if f"{side}.score" not in flagged:
                 setattr(args, f"{side}.score", args.score_both)
                 given.add(f"{side}.score")
+    for section in ("teacher", "student") if command == "run" else ("model",):  # mlp, lightgcn: dot unless given
+        if getattr(args, f"{section}.kind") != "two_tower" and f"{section}.score" not in given:
+            setattr(args, f"{section}.score", "dot")
     args.given = given
     required = {"train": ("out",), "distill": ("teacher", "out")}.get(command, ())
     for name in required if check_required else ():
@@ -329,7 +333,7 @@ def resolve(args: argparse.Namespace, *, check_required: bool = True) -> argpars
 
 def job_toml(args: argparse.Namespace) -> str:
     """The resolved job of ``args`` (see :func:`resolve`) as TOML that ``--config`` reads back; unset options
-    are commented out."""
+    are commented out, paths are absolute."""
     lines = [f"# rankdistill {args.command}: the resolved configuration (defaults < --config file < flags)"]
     section = ""
     for o in sorted((o for o in job_options(args.command) if o.key), key=lambda o: "." in o.key):
@@ -341,6 +345,8 @@ def job_toml(args: argparse.Namespace) -> str:
         if value is None:
             lines.append(f"# {name} =   (unset)")
             continue
+        if o.path and value:  # read back from anywhere, a path means the same file
+            value = os.path.abspath(value)
         line = f"{name} = {toml_value(value)}"
         if o.key == "device":
             line += f"  # here: {_device_here(value)}"
@@ -381,14 +387,11 @@ def _section(cls, args, section: str) -> dict:
 
 
 def model_config(args: argparse.Namespace, section: str = "model"):
-    """The ModelConfig of the section ``model`` (train, distill), ``teacher`` or ``student`` (run). An mlp or
-    lightgcn model scores with dot unless a score was given (the default two_tower score may be cosine)."""
+    """The ModelConfig of the section ``model`` (train, distill), ``teacher`` or ``student`` (run). (An mlp or
+    lightgcn model scores with dot unless a score was given: :func:`resolve` sees to it.)"""
     from rankdistill.config import ModelConfig
 
-    values = _section(ModelConfig, args, section)
-    if values["kind"] != "two_tower" and f"{section}.score" not in getattr(args, "given", ()):
-        values["score"] = "dot"
-    return ModelConfig(**values)
+    return ModelConfig(**_section(ModelConfig, args, section))
 
 
 def train_config(args: argparse.Namespace):
