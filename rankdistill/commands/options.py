@@ -56,8 +56,9 @@ class Option:
 
 # -- the options of each command --------------------------------------------------------------------------------
 def field_options(cls, section: str, defaults, *, prefix: str = "", group: str = "") -> list[Option]:
-    """One Option per field of the dataclass ``cls`` (section ``section``, defaults of the instance ``defaults``);
-    the flag is ``--{prefix}{flag or name}``. Fields without help metadata are not options."""
+    """One Option per field of the dataclass ``cls`` (section ``section``; defaults: the instance ``defaults``'s
+    values, or the fields' declared defaults when None); the flag is ``--{prefix}{flag or name}``. Fields
+    without help metadata are not options."""
     from rankdistill.config import JOB_SEED
 
     out = []
@@ -67,7 +68,8 @@ def field_options(cls, section: str, defaults, *, prefix: str = "", group: str =
             continue
         name = meta.get("flag") or f.name.replace("_", "-")
         key = f"{section}.{f.name}" if section else f.name
-        out.append(Option(key, key, f"--{prefix}{name}", getattr(defaults, f.name), meta["help"], KINDS[f.type],
+        default = f.default if defaults is None else getattr(defaults, f.name)
+        out.append(Option(key, key, f"--{prefix}{name}", default, meta["help"], KINDS[f.type],
                           meta.get("choices"), group or section))
     return out
 
@@ -78,16 +80,18 @@ def _data_options() -> list[Option]:
     from rankdistill.pipeline import RunConfig
 
     c, d, g = Columns(), DataSpec(), "data"
-    run_fields = {o.key: o for o in field_options(RunConfig, "", _run_field_defaults())}
+    run_fields = {o.key: o for o in field_options(RunConfig, "", None)}
     opts = [
-        Option("data.path", "data", "--data", d.path, "interactions: CSV/TSV/parquet file, MovieLens u.data/ratings.dat/"
-               "ratings.csv, or a LightGCN folder (train.txt, test.txt); unset: run and train use the embedded "
+        Option("data.path", "data", "--data", d.path, "interactions: CSV/TSV/parquet file, MovieLens u.data/"
+               "ratings.dat/ratings.csv, or a LightGCN folder (train.txt, test.txt); unset: run and train use the embedded "
                "synthetic data, distill the teacher's data, filters and split", str, group=g, path=True,
                metavar="PATH"),
         Option("data.format", "format", "--format", d.format, "force the reader (unset: detected from the path)", str,
                FORMATS, g),
-        Option("data.user_col", "user_col", "--user-col", c.user, "column of the user IDs", str, group=g, metavar="NAME"),
-        Option("data.item_col", "item_col", "--item-col", c.item, "column of the item IDs", str, group=g, metavar="NAME"),
+        Option("data.user_col", "user_col", "--user-col", c.user, "column of the user IDs", str, group=g,
+               metavar="NAME"),
+        Option("data.item_col", "item_col", "--item-col", c.item, "column of the item IDs", str, group=g,
+               metavar="NAME"),
         Option("data.timestamp_col", "timestamp_col", "--timestamp-col", c.timestamp,
                "optional unless renamed; '' ignores it", str, group=g, metavar="NAME"),
         Option("data.rating_col", "rating_col", "--rating-col", c.rating, "optional unless renamed; '' ignores it",
@@ -106,21 +110,10 @@ def _data_options() -> list[Option]:
     return opts
 
 
-def _run_field_defaults():
-    """RunConfig's field defaults as declared (RunConfig() itself stores the device resolved)."""
-    from rankdistill.pipeline import RunConfig
-
-    class Declared:
-        def __getattr__(self, name):
-            return RunConfig.__dataclass_fields__[name].default
-
-    return Declared()
-
-
 def _top_options(names: tuple[str, ...]) -> list[Option]:
     from rankdistill.pipeline import RunConfig
 
-    declared = {o.key: o for o in field_options(RunConfig, "", _run_field_defaults(), group="job")}
+    declared = {o.key: o for o in field_options(RunConfig, "", None, group="job")}
     return [declared[n] for n in names]
 
 
@@ -224,21 +217,21 @@ def read_job(path: str | Path, command: str) -> dict[str, object]:
     """The values of the job file ``path`` for ``command``: {key: value}, checked against the options' kinds
     and choices; an unknown key or section is refused, naming the valid ones."""
     path = Path(path)
-    if not path.is_file():
-        raise RankdistillError(f"--config {path}: no such file")
     try:
         raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (FileNotFoundError, IsADirectoryError):
+        raise RankdistillError(f"--config {path}: no such file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise RankdistillError(f"--config {path} is not valid TOML: {e}") from None
     options = {o.key: o for o in job_options(command) if o.key}
     sections = list(dict.fromkeys(k.split(".")[0] for k in options if "." in k))
     top = [k for k in options if "." not in k]
+    listed = f"the sections {', '.join(f'[{s}]' for s in sections)} and the top-level keys {', '.join(top)}"
     values = {}
     for name, value in raw.items():
         if isinstance(value, dict):
             if name not in sections:
-                raise RankdistillError(f"{path}: unknown section [{name}]; {command} takes the sections "
-                                       f"{', '.join(f'[{s}]' for s in sections)} and the top-level keys {', '.join(top)}")
+                raise RankdistillError(f"{path}: unknown section [{name}]; {command} takes {listed}")
             for key, v in value.items():
                 full = f"{name}.{key}"
                 if full not in options:
@@ -250,8 +243,7 @@ def read_job(path: str | Path, command: str) -> dict[str, object]:
         elif name in sections:
             raise RankdistillError(f"{path}: {name} must be a section [{name}] of keys, got {value!r}")
         else:
-            raise RankdistillError(f"{path}: unknown key {name!r}; {command} takes the top-level keys {', '.join(top)} "
-                                   f"and the sections {', '.join(f'[{s}]' for s in sections)}")
+            raise RankdistillError(f"{path}: unknown key {name!r}; {command} takes {listed}")
     return values
 
 
