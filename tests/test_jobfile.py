@@ -201,3 +201,12 @@ def test_train_from_a_job_file_end_to_end(tmp_path, tiny_frame):
     assert config["model"]["embedding_dim"] == 8
     assert (config["train"]["epochs"], config["train"]["dense_lr"], config["train"]["select_metric"]) == \
         (1, 0.002, "recall@10")
+
+
+def test_the_readme_job_file_is_a_valid_distill_job(tmp_path):
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    config = run_config(parse_args(["distill", "--config", _job(tmp_path, example)]))
+    assert (config.distill.kd, config.distill.rd_k, config.student.embedding_dim) == ("rd+dcd:0.5", 5, 16)
