@@ -13,6 +13,7 @@ import argparse
 import importlib
 import os
 import sys
+from rankdistill.commands.options import JOB_COMMANDS, add_job_options, resolve
 from rankdistill.errors import RankdistillError
 
 
@@ -21,93 +22,26 @@ class _Parser(argparse.ArgumentParser):
         raise RankdistillError(f"{self.prog}: {message}")
 
 
-def _add_data_args(p: argparse.ArgumentParser, default: str = "the embedded synthetic data") -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--data", help="interactions: CSV/TSV/parquet file, MovieLens u.data/ratings.dat/ratings.csv, "
-                   f"or a LightGCN folder (train.txt, test.txt); default: {default}")
-    g.add_argument("--format", choices=["csv", "tsv", "parquet", "movielens", "lightgcn"],
-                   help="force the reader (default: detected from the path)")
-    g.add_argument("--user-col", default="user")
-    g.add_argument("--item-col", default="item")
-    g.add_argument("--timestamp-col", default="timestamp", help="optional unless renamed; '' ignores it")
-    g.add_argument("--rating-col", default="rating", help="optional unless renamed; '' ignores it")
-    g.add_argument("--min-rating", type=float, help="only ratings >= this are positives (default: every row)")
-    g.add_argument("--min-user-interactions", type=int, default=0,
-                   help="k-core: drop users with fewer interactions, iterated with --min-item-interactions")
-    g.add_argument("--min-item-interactions", type=int, default=0, help="k-core: drop items with fewer interactions")
-    g.add_argument("--split", choices=["temporal-leave-one-out", "ratio", "time-cut", "given"],
-                   help="default: the data set's given split (LightGCN), else temporal leave-one-out when there "
-                   "are timestamps, else ratio")
-    g.add_argument("--split-ratio", metavar="TRAIN,VALID,TEST",
-                   help="shares of each user's interactions for --split ratio (default 0.8,0.1,0.1; seeded by --seed)")
-    g.add_argument("--split-time", metavar="CUT",
-                   help="--split time-cut: a date (2020-06-01), seconds since 1970, or a quantile such as 0.9 "
-                   "(default); test is at or after the cut, validation as many interactions just before it")
-
-
-def _defaults():
-    """The RunConfig whose fields are every command's defaults (one place: flags and Python cannot drift)."""
+def _add_device_arg(p: argparse.ArgumentParser, what: str) -> None:
     from rankdistill.pipeline import RunConfig
 
-    return RunConfig()
+    device = RunConfig.__dataclass_fields__["device"]
+    p.add_argument("--device", choices=device.metadata["choices"], default=device.default,
+                   help=f"{what}: cpu, cuda, or auto (CUDA when torch sees a GPU; default {device.default})")
 
 
-def _add_kd_args(p: argparse.ArgumentParser) -> None:
-    dd = _defaults().distill
-    p.add_argument("--kd", default=dd.kd, help="distillation loss(es): NAME[:WEIGHT][+NAME[:WEIGHT]...], 'none', or "
-                   f"'auto' (default): short pilots of --auto-menu from the same start, the best on validation is "
-                   "finished, never one below the student trained alone")
-    p.add_argument("--auto-menu", default=",".join(dd.auto_menu),
-                   help=f"--kd auto: the specs it tries, comma-separated (default {','.join(dd.auto_menu)})")
-    p.add_argument("--auto-pilot-epochs", type=int, default=dd.auto_pilot_epochs,
-                   help="--kd auto: epochs of each pilot before the choice")
-    p.add_argument("--temperature", type=float, default=dd.temperature)
-    p.add_argument("--kd-topk", type=int, default=dd.topk, help="teacher top-K kept per user")
-    p.add_argument("--kd-samples", type=int, default=dd.topk_samples, help="top-K items sampled per example")
-
-
-def _add_score_args(g, score: str, temperatures: dict[str, tuple[float, str]]) -> None:
-    """--score and one temperature flag per model it sets: {flag: (default, whose scores)}."""
-    g.add_argument("--score", default=score, choices=["dot", "cosine"],
-                   help=f"two_tower scores: inner product, or cosine / temperature (default {score})")
-    for flag, (default, whose) in temperatures.items():
-        g.add_argument(flag, type=float, default=default,
-                       help=f"--score cosine: {whose} scores are cos(u, i) / this (default {default})")
-
-
-def _add_model_args(p: argparse.ArgumentParser, model) -> None:
-    g = p.add_argument_group("model")
-    _add_score_args(g, model.score, {"--score-temperature": (model.temperature, "the model's")})
-    g.add_argument("--model", default="two_tower", choices=["two_tower", "mlp", "lightgcn"],
-                   help="two_tower: dot product of user and item vectors (MF without --tower-layers), servable by "
-                   "nearest-neighbour search; mlp: user and item embeddings concatenated and scored by an MLP; "
-                   "lightgcn: embeddings smoothed over the training graph (--layers), dot product")
-    g.add_argument("--tower-layers", default="", help="two_tower: widths of the MLP on each side, e.g. 64,32")
-    g.add_argument("--mlp-layers", default="64,32", help="mlp: hidden widths of the scoring MLP")
-    g.add_argument("--layers", type=int, default=model.layers,
-                   help=f"lightgcn: propagation layers over the training graph (default {model.layers})")
-
-
-def _add_train_args(p: argparse.ArgumentParser) -> None:
-    d = _defaults().train
-    g = p.add_argument_group("training")
-    g.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs (early stopping on validation)")
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--negatives", type=int, default=d.negatives, help="uniform negatives shared by each batch")
-    g.add_argument("--loss", default=d.loss, help=f"supervised loss: softmax, bsl, bpr or bce (default {d.loss})")
-    g.add_argument("--bsl-tau2", type=float, default=d.bsl_tau2, help="--loss bsl: weight of the negative side")
-    g.add_argument("--in-batch-negatives", action=argparse.BooleanOptionalAction, default=d.in_batch_negatives,
-                   help="also the batch's other positives as negatives, logQ-corrected (dot-product models)")
-    g.add_argument("--l2", type=float, default=d.l2, help="L2 penalty on the batch's embedding rows")
-    g.add_argument("--patience", type=int, default=d.patience, help="epochs without validation improvement")
-    g.add_argument("--lr-schedule", default=d.lr_schedule, choices=["constant", "cosine", "linear"])
-    g.add_argument("--warmup-steps", type=int, default=d.warmup_steps)
-    g.add_argument("--clip-grad-norm", type=float, default=None, help="clip dense gradients to this L2 norm")
-    g.add_argument("--no-bf16", action="store_true", help="no bf16 autocast on CUDA")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")),
-                   help="CPU threads (default 1: on shared machines more threads spin and run slower)")
-    g.add_argument("--quiet", action="store_true", help="no per-epoch lines")
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The parsed command line, with the options of run, train and distill resolved (flags, then the
+    --config job file, then the defaults: rankdistill.commands.options.resolve)."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if args.command == "config":  # the options after --show COMMAND are that command's
+        args.rest = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    elif args.command in JOB_COMMANDS:
+        resolve(args)
+    return args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -115,45 +49,24 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("run", help="teacher, student alone and distilled student on one split, with a report")
-    _add_data_args(p)
-    _add_train_args(p)
-    rc = _defaults()
-    p.add_argument("--out", help="run directory (default runs/<timestamp>)")
-    p.add_argument("--teacher-dim", type=int, default=rc.teacher.embedding_dim)
-    p.add_argument("--student-dim", type=int, default=rc.student.embedding_dim)
-    p.add_argument("--teacher-lr", type=float, default=rc.teacher.lr, help="embedding learning rate of the teacher")
-    p.add_argument("--student-lr", type=float, default=rc.student.lr, help="embedding learning rate of the students")
-    _add_score_args(p.add_argument_group("model (teacher and students)"), rc.teacher.score,
-                    {"--teacher-score-temperature": (rc.teacher.temperature, "the teacher's"),
-                     "--student-score-temperature": (rc.student.temperature, "the students'")})
-    _add_kd_args(p)
-    p.add_argument("--sizes", help="student embedding sizes to compare, e.g. 4,8,16,32,64: each is trained alone "
-                   "and distilled; a plot of NDCG@20 against parameters goes into the run directory")
+    add_job_options(p, "run")
     p.set_defaults(handler="rankdistill.commands.run:main")
 
     p = sub.add_parser("train", help="train a teacher on the true labels and write a model directory")
-    _add_data_args(p)
-    _add_train_args(p)
-    p.add_argument("--out", required=True, help="model directory to write (config, vocabularies, weights)")
-    p.add_argument("--dim", type=int, default=rc.teacher.embedding_dim, help="embedding size")
-    _add_model_args(p, rc.teacher)
-    p.add_argument("--lr", type=float, default=rc.teacher.lr, help="embedding learning rate")
+    add_job_options(p, "train")
     p.set_defaults(handler="rankdistill.commands.train:main")
 
     p = sub.add_parser("distill", help="distil a saved teacher into a small student and write its model directory")
-    p.add_argument("--teacher", required=True, help="the teacher's model directory")
-    p.add_argument("--out", required=True, help="model directory to write for the student")
-    p.add_argument("--dim", type=int, default=rc.student.embedding_dim, help="the student's embedding size")
-    _add_model_args(p, rc.student)
-    p.add_argument("--lr", type=float, default=rc.student.lr, help="the student's embedding learning rate")
-    p.add_argument("--knowledge", metavar="FILE.parquet", help="the teacher's top-K per user: reused when the "
-                   "file exists, else computed from the teacher and written there")
-    p.add_argument("--cached-only", action="store_true", help="distil from --knowledge alone: the teacher's "
-                   "weights take no part in training (losses that need them refuse)")
-    _add_kd_args(p)
-    _add_data_args(p, "the teacher's data, filters and split")
-    _add_train_args(p)
+    add_job_options(p, "distill")
     p.set_defaults(handler="rankdistill.commands.distill:main")
+
+    p = sub.add_parser("config", help="the resolved configuration of run, train or distill, as a job file",
+                       description="Prints every option of COMMAND as TOML (defaults, then the --config file, then "
+                       "the flags given after COMMAND's name); --config JOB.toml reads it back.",
+                       usage="rankdistill config --show {run,train,distill} [--config JOB.toml] [COMMAND's flags]")
+    p.add_argument("--show", required=True, choices=JOB_COMMANDS, metavar="COMMAND",
+                   help="run, train or distill; the options after it are that command's")
+    p.set_defaults(handler="rankdistill.commands.config:show")
 
     p = sub.add_parser("recommend", help="top-K items per user of a saved model, with raw IDs, to parquet or CSV")
     p.add_argument("--model", required=True, help="model directory")
@@ -163,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--k", type=int, default=100, help="items per user")
     p.add_argument("--out", required=True, help="output .parquet (or .csv/.tsv): user, item, score, rank")
     p.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")))
+    _add_device_arg(p, "where the model scores the items")
     p.set_defaults(handler="rankdistill.commands.recommend:main")
 
     p = sub.add_parser("evaluate", help="ranking metrics of a run file against qrels (any recommender), or of a "
@@ -181,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", help="with --model: evaluate on this data (same vocabularies) instead of the model's own")
     p.add_argument("--out", help="with --model: where to write the metrics JSON (default MODEL_DIR/metrics.json)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")))
+    _add_device_arg(p, "with --model: where the model ranks the items (run files are evaluated on the CPU)")
     p.set_defaults(handler="rankdistill.commands.evaluate:main")
 
     p = sub.add_parser("data", help="data utilities")
@@ -200,7 +115,7 @@ SHARDED_COMMANDS = ("train", "distill")  # the commands that train with Distribu
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        args = build_parser().parse_args(argv)
+        args = parse_args(argv)
         if int(os.environ.get("WORLD_SIZE", "1")) > 1 and args.command not in SHARDED_COMMANDS:
             raise RankdistillError(f"'rankdistill {args.command}' runs in one process; under torchrun only "
                                    f"{' and '.join(SHARDED_COMMANDS)} are sharded (start it without torchrun)")

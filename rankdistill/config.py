@@ -7,6 +7,16 @@ from dataclasses import asdict, dataclass, field
 from rankdistill.errors import RankdistillError
 
 
+JOB_SEED = "(seed)"  # TrainConfig.seed has no flag or key of its own: a job's top-level seed sets it
+
+
+def knob(default, help: str, *, flag: str | None = None, choices: tuple | None = None):
+    """A config field that is also a command-line option and a job-file key: its default here is the one the
+    command line shows, ``help`` its help text, ``flag`` its option name without ``--`` when not the field's
+    name with dashes (see rankdistill/commands/options.py)."""
+    return field(default=default, metadata={"help": help, "flag": flag, "choices": choices})
+
+
 def _positive(obj: object, *names: str) -> None:
     for name in names:
         value = getattr(obj, name)
@@ -18,16 +28,23 @@ def _positive(obj: object, *names: str) -> None:
 class ModelConfig:
     """A ranker's architecture and its embedding optimizer."""
 
-    kind: str = "two_tower"  # two_tower (MF when tower_layers is empty) | mlp (concat -> MLP) | lightgcn
-    embedding_dim: int = 64
-    tower_layers: tuple[int, ...] = ()  # two_tower: MLP widths on each side before the dot product
-    mlp_layers: tuple[int, ...] = (64, 32)  # mlp: hidden widths of the scoring MLP
-    optimizer: str = "rowwise_adagrad"  # rowwise_adagrad | adagrad | sgd (| adam on CUDA)
-    lr: float = 0.05
-    init_std: float = 0.1
-    score: str = "dot"  # two_tower: dot (inner product) | cosine (cosine similarity / temperature)
-    temperature: float = 1.0  # score="cosine": scores are cos(u, i) / temperature (logits in [-1/t, 1/t])
-    layers: int = 3  # lightgcn: propagation layers K over the training graph
+    kind: str = knob("two_tower", "two_tower: dot product of user and item vectors (MF without tower layers), "
+                     "servable by nearest-neighbour search; mlp: user and item embeddings concatenated and scored by "
+                     "an MLP; lightgcn: embeddings smoothed over the training graph, dot product",
+                     flag="model", choices=("two_tower", "mlp", "lightgcn"))
+    embedding_dim: int = knob(64, "embedding size (a multiple of 4)", flag="dim")
+    tower_layers: tuple[int, ...] = knob((), "two_tower: widths of the MLP on each side before the dot product, "
+                                         "e.g. 64,32")
+    mlp_layers: tuple[int, ...] = knob((64, 32), "mlp: hidden widths of the scoring MLP")
+    optimizer: str = knob("rowwise_adagrad", "optimizer of the embedding tables (adam on CUDA only)",
+                          choices=("rowwise_adagrad", "adagrad", "sgd", "adam"))
+    lr: float = knob(0.05, "embedding learning rate")
+    init_std: float = knob(0.1, "standard deviation of the initial embeddings")
+    score: str = knob("dot", "two_tower scores: inner product, or cosine similarity / score temperature "
+                      "(mlp and lightgcn score with dot)", choices=("dot", "cosine"))
+    temperature: float = knob(1.0, "score cosine: scores are cos(u, i) / this (logits in [-1/t, 1/t])",
+                              flag="score-temperature")
+    layers: int = knob(3, "lightgcn: propagation layers over the training graph")
 
     def __post_init__(self) -> None:
         if self.kind not in ("two_tower", "mlp", "lightgcn"):
@@ -58,22 +75,24 @@ class TrainConfig:
     """The training loop: one for teachers, students and distillation."""
 
     # Defaults chosen on validation NDCG@20 of Gowalla and MovieLens 100K (benchmarks/results/teacher-recipes.md)
-    epochs: int = 20  # a maximum; early stopping usually ends sooner
-    batch_size: int = 512
-    negatives: int = 1024  # uniform negatives per batch, shared by all its rows
-    loss: str = "bsl"  # supervised loss: softmax | bsl | bpr | bce
-    bsl_tau2: float = 1.1  # loss="bsl": weight (power) of the negative side (BSL's tau_2)
-    in_batch_negatives: bool = True  # also the batch's other positives as negatives, logQ-corrected (dot-product
-    #                                  rankers only: an MLP ranker trains with the shared negatives alone)
-    l2: float = 0.0  # L2 on the embedding rows of the batch
-    dense_lr: float = 1e-3  # Adam, for tower / MLP / projection weights
-    patience: int = 3  # epochs without validation improvement before stopping
-    select_metric: str = "ndcg@20"  # validation metric for model selection
-    lr_schedule: str = "constant"  # constant | cosine | linear: factor on every learning rate, per step
-    warmup_steps: int = 0  # linear warm-up of every learning rate
-    clip_grad_norm: float | None = None  # max L2 norm of the dense gradients (tables update inside backward)
-    bf16: bool = True  # bf16 autocast for the forward pass on CUDA (ignored on CPU)
-    seed: int = 0
+    epochs: int = knob(20, "maximum epochs (early stopping on validation usually ends sooner)")
+    batch_size: int = knob(512, "training interactions per batch")
+    negatives: int = knob(1024, "uniform negatives per batch, shared by all its rows")
+    loss: str = knob("bsl", "supervised loss", choices=("softmax", "bsl", "bpr", "bce"))
+    bsl_tau2: float = knob(1.1, "loss bsl: weight (power) of the negative side (BSL's tau_2)")
+    in_batch_negatives: bool = knob(True, "also the batch's other positives as negatives, logQ-corrected "
+                                    "(dot-product models; an MLP ranker trains with the shared negatives alone)")
+    l2: float = knob(0.0, "L2 penalty on the embedding rows of the batch")
+    dense_lr: float = knob(1e-3, "Adam learning rate of the tower / MLP / projection weights")
+    patience: int = knob(3, "epochs without validation improvement before stopping")
+    select_metric: str = knob("ndcg@20", "validation metric for model selection: ndcg@K, recall@K or mrr@K")
+    lr_schedule: str = knob("constant", "factor on every learning rate, per step",
+                            choices=("constant", "cosine", "linear"))
+    warmup_steps: int = knob(0, "steps of linear warm-up of every learning rate")
+    clip_grad_norm: float | None = knob(None, "clip the dense gradients to this L2 norm (tables update inside "
+                                        "backward)")
+    bf16: bool = knob(True, "bf16 autocast for the forward pass on CUDA (ignored on CPU)")
+    seed: int = knob(0, "seed of the batches and negatives (a job's seed sets it)", flag=JOB_SEED)
 
     def __post_init__(self) -> None:
         _positive(self, "epochs", "batch_size", "negatives", "dense_lr", "patience", "bsl_tau2")
@@ -101,40 +120,52 @@ class DistillConfig:
 
     The defaults of each loss's hyperparameters come from its paper (or the authors' code) unless noted."""
 
-    kd: str = "auto"  # NAME[:WEIGHT][+NAME[:WEIGHT]...] | none | auto (pilots of auto_menu, chosen on validation)
+    kd: str = knob("auto", "distillation loss(es): NAME[:WEIGHT][+NAME[:WEIGHT]...], 'none', or 'auto': short "
+                   "pilots of auto_menu from the same start, the best on validation is finished, never one below "
+                   "the student trained alone")
     # --kd auto: the specs it tries, one per family, each at its paper's weight (rce: the authors' Gowalla config)
-    auto_menu: tuple[str, ...] = ("rce:10", "rrd", "listkl", "soft_bce")
-    auto_pilot_epochs: int = 2  # --kd auto: epochs of each pilot (MovieLens 100K: the order at 2 is the order at 3)
-    temperature: float = 1.0  # soft_bce, listkl (Hinton et al. 2015)
-    topk: int = 100  # teacher top-K kept per user (the knowledge cache)
-    topk_samples: int = 16  # teacher top-K items added to each training example's candidate list
-    rank_lambda: float = 10.0  # top-K items are sampled with probability ∝ exp(-rank / rank_lambda) (RRD: 10)
-    topk_sampling: str = "batch"  # batch: one draw of ranks per batch, shared by its rows (cheap) | row: one per row
+    auto_menu: tuple[str, ...] = knob(("rce:10", "rrd", "listkl", "soft_bce"),
+                                      "kd auto: the specs it tries, comma-separated")
+    # MovieLens 100K: the order at 2 epochs is the order at 3
+    auto_pilot_epochs: int = knob(2, "kd auto: epochs of each pilot before the choice")
+    temperature: float = knob(1.0, "soft_bce, listkl: softmax temperature (Hinton et al. 2015)")
+    topk: int = knob(100, "teacher top-K kept per user (the knowledge)", flag="kd-topk")
+    topk_samples: int = knob(16, "teacher top-K items added to each training example's candidate list",
+                             flag="kd-samples")
+    rank_lambda: float = knob(10.0, "top-K items are sampled with probability ∝ exp(-rank / this) (RRD: 10)")
+    topk_sampling: str = knob("batch", "batch: one draw of ranks per batch, shared by its rows (cheap); row: one "
+                              "per row", choices=("batch", "row"))
     # rd: ranking distillation (Tang & Wang, KDD 2018; authors' code defaults)
-    rd_k: int = 10  # the teacher's first rd_k items are extra positives (always in the candidate list)
-    rd_lambda: float = 1.0  # position weight ∝ exp(-rank / rd_lambda)
-    rd_mu: float = 0.1  # sharpness of the ranking-discrepancy weight tanh(max(mu · (student rank - rank), 0))
-    rd_dynamic_from: int = 11  # first epoch (1-based) with the discrepancy weight; before it position only
+    rd_k: int = knob(10, "rd: the teacher's first rd_k items are extra positives (always in the candidate list)")
+    rd_lambda: float = knob(1.0, "rd: position weight ∝ exp(-rank / rd_lambda)")
+    rd_mu: float = knob(0.1, "rd: sharpness of the ranking-discrepancy weight tanh(max(mu · (student rank - "
+                        "rank), 0))")
+    rd_dynamic_from: int = knob(11, "rd: first epoch (1-based) with the discrepancy weight; before it position "
+                                "only")
     # dcd: rank-discrepancy-aware correction (Lee & Kim, CIKM 2021), user side
-    dcd_samples: int = 10  # under-estimated items (teacher top-K) and over-estimated items (student top-K), each
-    dcd_mu: float = 0.1  # sampling probability ∝ tanh(max(dcd_mu · rank discrepancy, 0))
+    dcd_samples: int = knob(10, "dcd: under-estimated items (teacher top-K) and over-estimated items (student "
+                            "top-K), each")
+    dcd_mu: float = knob(0.1, "dcd: sampling probability ∝ tanh(max(dcd_mu · rank discrepancy, 0))")
     # de: distillation experts (Kang et al., CIKM 2020)
-    de_experts: int = 5  # experts per side (users, items); the authors' code uses up to 30
-    de_tau_start: float = 1.0  # Gumbel-softmax temperature of the expert selection at epoch 1 ...
-    de_tau_end: float = 0.01  # ... annealed geometrically to this at epoch de_anneal_epochs, then held
-    de_anneal_epochs: int = 20
+    de_experts: int = knob(5, "de: experts per side (users, items); the authors' code uses up to 30")
+    de_tau_start: float = knob(1.0, "de: Gumbel-softmax temperature of the expert selection at epoch 1 ...")
+    de_tau_end: float = knob(0.01, "de: ... annealed geometrically to this at epoch de_anneal_epochs, then held")
+    de_anneal_epochs: int = knob(20, "de: epochs of the temperature annealing")
     # rce: rejuvenated cross-entropy (Zhu & Zhang, ICLR 2026). Defaults: the authors' Gowalla MF config
     # (woriazzc/KDs configs/gowalla/bpr/mkd.yaml, mkd_* there). Its K is topk (mkd_K = 100); its weight there,
     # lmbda = 10 against a BPR loss summed like it over the batch, is the --kd weight: --kd rce:10
-    rce_pool: int = 100  # the student's top list the closure items are drawn from (mkd_mxK); max(rce_pool, topk)
-    rce_samples: int = 50  # closure items drawn per user from that list (mkd_L)
-    rce_sample_temperature: float = 10.0  # drawn ∝ exp(min(c, 50) / T), c: teacher items at or below (mkd_T)
-    rce_beta: float = 5.0  # mix γ = exp(-rce_beta · |teacher top-K ∩ drawn| / K) on the closure part (mkd_beta)
-    rce_tau: float = 1.0  # softmax temperature of both cross-entropies (mkd_tau)
+    rce_pool: int = knob(100, "rce: the student's top list the closure items are drawn from (mkd_mxK); "
+                         "max(rce_pool, topk)")
+    rce_samples: int = knob(50, "rce: closure items drawn per user from that list (mkd_L)")
+    rce_sample_temperature: float = knob(10.0, "rce: drawn ∝ exp(min(c, 50) / T), c: teacher items at or below "
+                                         "(mkd_T)")
+    rce_beta: float = knob(5.0, "rce: mix γ = exp(-rce_beta · |teacher top-K ∩ drawn| / K) on the closure part "
+                           "(mkd_beta)")
+    rce_tau: float = knob(1.0, "rce: softmax temperature of both cross-entropies (mkd_tau)")
     # rows of each batch that carry rce's K + P columns (the others pad them with one repeated row, looked up
     # once): the reference distils each user once per epoch, a batch of interactions holds a user about once per
     # (its interactions) batches, so a sixteenth of a 512-row batch still distils every user several times an epoch
-    rce_rows: int = 64
+    rce_rows: int = knob(64, "rce: rows of each batch that carry rce's columns (the others pad them)")
     terms: tuple[tuple[str, float], ...] = field(init=False)
 
     def __post_init__(self) -> None:

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import torch
 
-from rankdistill.config import DistillConfig, ModelConfig, TrainConfig
+from rankdistill.config import DistillConfig, ModelConfig, TrainConfig, knob
 from rankdistill.data.interactions import Interactions
 from rankdistill.data.split import Split, make_split
 from rankdistill.errors import RankdistillError
-from rankdistill.evaluation.evaluator import evaluate
+from rankdistill.evaluation.evaluator import evaluate, model_device
 from rankdistill.models.base import Ranker
 from rankdistill.models.factory import build_model
 from rankdistill.models.popularity import Popularity
@@ -39,14 +39,28 @@ class RunConfig:
     student: ModelConfig = ModelConfig(embedding_dim=16, lr=0.2, score="cosine", temperature=0.2)
     train: TrainConfig = TrainConfig()
     distill: DistillConfig = DistillConfig()
-    ks: tuple[int, ...] = (10, 20)
-    split: str | None = None  # None: the given split (LightGCN), else temporal leave-one-out with timestamps, else ratio
-    split_ratio: str | tuple[float, float, float] | None = None  # --split ratio: train,valid,test shares (0.8,0.1,0.1)
-    split_time: str | float | None = None  # --split time-cut: a date, seconds, or a quantile such as 0.9
-    seed: int = 0
-    device: str = "cpu"
-    quiet: bool = False
-    sizes: tuple[int, ...] = ()  # extra student embedding sizes, each trained alone and distilled
+    ks: tuple[int, ...] = knob((10, 20), "cut-offs of the test metrics")
+    split: str | None = knob(None, "default: the data set's given split (LightGCN), else temporal leave-one-out "
+                             "when there are timestamps, else ratio",
+                             choices=("temporal-leave-one-out", "ratio", "time-cut", "given"))
+    split_ratio: str | tuple[float, float, float] | None = knob(
+        None, "shares TRAIN,VALID,TEST of each user's interactions for split ratio (0.8,0.1,0.1 when unset; "
+        "seeded by seed)")
+    split_time: str | float | None = knob(
+        None, "split time-cut: a date (2020-06-01), seconds since 1970, or a quantile such as 0.9 (when unset); "
+        "test is at or after the cut, validation as many interactions just before it")
+    seed: int = knob(0, "seed of the initial weights, the batches and a ratio split")
+    device: str = knob("auto", "where models, batches, evaluation and the teacher's knowledge live: cpu, cuda "
+                       "(cuda:N in Python) or auto (CUDA when torch sees a GPU); stored resolved",
+                       choices=("auto", "cpu", "cuda"))
+    quiet: bool = knob(False, "no per-epoch lines")
+    sizes: tuple[int, ...] = knob((), "extra student embedding sizes, each trained alone and distilled, e.g. "
+                                  "4,8,16,32,64 (a plot of NDCG@20 against parameters goes into the run directory)")
+
+    def __post_init__(self) -> None:
+        from rankdistill.device import resolve_device
+
+        object.__setattr__(self, "device", str(resolve_device(self.device)))
 
 
 @dataclass
@@ -123,7 +137,7 @@ def make_trainer(split: Split, model_config: ModelConfig, run: RunConfig, name: 
     so every model of one config starts from the same weights), the objective, callbacks and checkpoints."""
     graph = split.train if model_config.kind == "lightgcn" else None  # LightGCN propagates over it
     model = build_model(model_config, split.n_users, split.n_items, run.device, seed=run.seed, graph=graph)
-    objective = objective or SupervisedObjective.from_config(run.train, split)
+    objective = objective or SupervisedObjective.from_config(run.train, split, device=run.device)
     callbacks = [] if run.quiet else [Progress(name)]
     checkpoints = None
     identity = {"model_config": asdict(model_config)}
@@ -146,6 +160,10 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
 
     ``teacher=None`` distils from ``knowledge`` alone (the cached top-K lists and scores), without the
     teacher's weights; losses that need the teacher's scores elsewhere or its embeddings refuse that."""
+    if teacher is not None and model_device(teacher) != torch.device(run.device):
+        raise RankdistillError(f"the teacher is on {model_device(teacher)} but the student trains on {run.device}; "
+                               f"load the teacher there (rankdistill.load(path, {run.device!r})) or set "
+                               "RunConfig(device=...) to the teacher's device")
     if knowledge is None:
         if teacher is None:
             raise RankdistillError("distillation needs a teacher or its cached knowledge (TeacherKnowledge)")
@@ -164,9 +182,10 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
 
 def distillation_objective(split: Split, teacher: Ranker | None, knowledge: TeacherKnowledge,
                            run: RunConfig) -> DistillationObjective:
-    """``run.train``'s supervised loss plus the terms of ``run.distill``, on ``run.device``."""
+    """``run.train``'s supervised loss plus the terms of ``run.distill``, on ``run.device`` (the knowledge moves
+    there, also when it was read from a file)."""
     return DistillationObjective(teacher, knowledge, run.distill, run.train.loss, run.train.l2, run.seed,
-                                 **supervised_options(run.train, split))
+                                 device=run.device, **supervised_options(run.train, split, run.device))
 
 
 def _seeded(train: TrainConfig, seed: int) -> TrainConfig:

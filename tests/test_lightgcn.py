@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rankdistill.cli import build_parser, main
-from rankdistill.commands.run import model_config
+from rankdistill.cli import main, parse_args
+from rankdistill.commands.options import model_config
 from rankdistill.config import DistillConfig, ModelConfig
 from rankdistill.data.csr import Csr
 from rankdistill.data.interactions import Interactions
@@ -189,7 +189,7 @@ def test_config_refuses_cosine_scores_and_too_few_layers():
 
 
 def test_command_line_forces_dot_scores_for_lightgcn():
-    args = build_parser().parse_args(["train", "--out", "x", "--model", "lightgcn", "--layers", "2"])
+    args = parse_args(["train", "--out", "x", "--model", "lightgcn", "--layers", "2"])
     config = model_config(args)  # the train command's default --score is cosine
     assert (config.kind, config.score, config.layers) == ("lightgcn", "dot", 2)
 

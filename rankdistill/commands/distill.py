@@ -11,12 +11,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from rankdistill.commands.train import fit_record, metrics_record, split_args_given, split_from_args, summary_line
+from rankdistill.commands.options import command_device, configure_torch, run_config, split_args_given, split_from_args
+from rankdistill.commands.train import fit_record, metrics_record, summary_line
 from rankdistill.data.load import DataSpec
 from rankdistill.data.split import make_split, parse_cut, split_arguments
 from rankdistill.errors import RankdistillError
 from rankdistill.modeldir import load, save_model
-from rankdistill.pipeline import RunConfig, distill
+from rankdistill.pipeline import distill
 from rankdistill.train import distributed
 from rankdistill.train.knowledge import TeacherKnowledge
 
@@ -42,14 +43,10 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from rankdistill.commands.run import configure_torch, distill_config, model_config, train_config
-
     configure_torch(args.threads)
-    student = model_config(args)
-    kd = distill_config(args)
-    device = distributed.process_device()  # the CPU, or this rank's GPU under torchrun with NCCL
-    config = RunConfig(student=student, train=train_config(args), distill=kd, seed=args.seed, quiet=args.quiet,
-                       device=str(device))
+    device = command_device(args.device)  # this rank's GPU under torchrun with NCCL
+    config = run_config(args, device=str(device))
+    student, kd = config.student, config.distill
     teacher = load(args.teacher, device)
     if args.data is not None:
         data = DataSpec.from_args(args).load()

@@ -12,26 +12,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from rankdistill.commands.options import command_device, configure_torch, parse_ks, parse_metrics  # noqa: F401
 from rankdistill.errors import RankdistillError
-
-
-def parse_ks(text: str) -> tuple[int, ...]:
-    """"10,20" -> (10, 20); RankdistillError naming the bad part otherwise."""
-    parts = [p.strip() for p in str(text).split(",") if p.strip()]
-    if not parts or not all(p.isdigit() and int(p) > 0 for p in parts):
-        raise RankdistillError(f"--k must be positive integers separated by commas, such as 10,20; got {text!r}")
-    return tuple(dict.fromkeys(int(p) for p in parts))
-
-
-def parse_metrics(text: str) -> tuple[str, ...]:
-    from rankdistill.evaluation.metrics import METRICS
-
-    names = tuple(dict.fromkeys(p.strip().lower() for p in str(text).split(",") if p.strip()))
-    unknown = [n for n in names if n not in METRICS]
-    if unknown or not names:
-        raise RankdistillError(f"--metrics: unknown metric(s) {', '.join(unknown) or '(none given)'}; "
-                               f"choose from {', '.join(METRICS)}")
-    return names
 
 
 def main(args: argparse.Namespace) -> int:
@@ -48,10 +30,10 @@ def main(args: argparse.Namespace) -> int:
     ks, metrics = parse_ks(args.k), parse_metrics(args.metrics)
     if args.per_user and not str(args.per_user).lower().endswith((".parquet", ".pq")):
         raise RankdistillError(f"--per-user must end in .parquet, got {args.per_user}")
-    from rankdistill.commands.run import configure_torch
     from rankdistill.evaluation.run_file import evaluate_run_files
 
     configure_torch(getattr(args, "threads", 1) or 1)
+    command_device(getattr(args, "device", "auto"))  # checked like everywhere; run files are scored on the CPU
     means = evaluate_run_files(args.run, args.qrels, ks, metrics, args.per_user)
     print(json.dumps(means))
     return 0

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 
+from rankdistill.commands.options import command_device, configure_torch, parse_ks, parse_metrics
 from rankdistill.commands.train import metrics_record
 from rankdistill.data.load import DataSpec
 from rankdistill.evaluation.evaluator import evaluate
@@ -24,10 +25,11 @@ from rankdistill.pipeline import REPORT_METRICS
 
 
 def evaluate_model_dir(path: str, data: DataSpec | None = None, ks: tuple[int, ...] | None = None,
-                       metrics: tuple[str, ...] = REPORT_METRICS) -> dict:
+                       metrics: tuple[str, ...] = REPORT_METRICS, device: str = "cpu") -> dict:
     """The metrics record of the model directory ``path`` (see commands.train.metrics_record), with the
-    model's path and data. ``ks`` default: the cut-offs the model was trained and reported with."""
-    saved = load(path)
+    model's path and data, ranked on ``device``. ``ks`` default: the cut-offs the model was trained and
+    reported with."""
+    saved = load(path, device)
     _, split = saved.load_split(data)
     ks = tuple(ks or saved.config.get("ks", (10, 20)))
     values = evaluate(saved.model, split, "test", ks, metrics)
@@ -37,14 +39,12 @@ def evaluate_model_dir(path: str, data: DataSpec | None = None, ks: tuple[int, .
 
 
 def main(args: argparse.Namespace) -> int:
-    from rankdistill.commands.evaluate import parse_ks, parse_metrics
-    from rankdistill.commands.run import configure_torch
-
     configure_torch(getattr(args, "threads", None) or int(os.environ.get("RANKDISTILL_THREADS", "1")))
     spec = DataSpec.from_args(args) if getattr(args, "data", None) else None
     ks = parse_ks(args.k) if getattr(args, "k", None) else None
     metrics = parse_metrics(args.metrics) if getattr(args, "metrics", None) else REPORT_METRICS
-    record = evaluate_model_dir(args.model, spec, ks, metrics)
+    device = command_device(getattr(args, "device", "auto"))
+    record = evaluate_model_dir(args.model, spec, ks, metrics, device)
     write_metrics(args.model, record, getattr(args, "out", None))
     print(json.dumps(record))
     return 0

@@ -41,7 +41,7 @@ def top_k(model: Ranker, split: Split, users: np.ndarray, k: int, chunk: int = 4
     for a in range(0, len(order), chunk):
         rows = order[a : a + chunk]
         ranking = rank_all(model, exclude, k_fetch, torch.from_numpy(users[rows]))
-        items, scores = ranking.items.numpy(), ranking.scores.numpy()
+        items, scores = ranking.items.cpu().numpy(), ranking.scores.cpu().numpy()
         keep = np.isfinite(scores) & ~untrained[items]
         rank = np.cumsum(keep, axis=1)
         keep &= rank <= k
@@ -74,16 +74,17 @@ def requested_users(vocab: IdVocab, path: str | None, column: str = "user") -> t
 
 
 def main(args: argparse.Namespace) -> int:
-    from rankdistill.commands.run import configure_torch
+    from rankdistill.commands.options import command_device, configure_torch
     from rankdistill.modeldir import load
 
     configure_torch(args.threads)
+    device = command_device(getattr(args, "device", "auto"))
     if args.k < 1:
         raise RankdistillError(f"--k must be >= 1, got {args.k}")
     out = Path(args.out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise RankdistillError(f"--out must end in {', '.join(OUTPUT_SUFFIXES)}, got {out}")
-    saved = load(args.model)
+    saved = load(args.model, device)
     _, split = saved.load_split()
     users, summary = requested_users(saved.user_vocab, args.users, args.user_col)
     summary = {"model": str(saved.path), "out": str(out), "k": args.k, **summary}

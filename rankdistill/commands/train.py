@@ -1,7 +1,7 @@
 """rankdistill train: train one model (a teacher) on the true labels and write a model directory.
 
-Also the helpers the other file-in, file-out commands share: the data and split of the command-line options,
-and the metrics record written to metrics.json and printed by ``evaluate --model``.
+Also the records the other file-in, file-out commands share: the metrics record written to metrics.json and
+printed by ``evaluate --model``, the fit record and the summary line.
 """
 
 from __future__ import annotations
@@ -9,22 +9,13 @@ from __future__ import annotations
 import argparse
 from dataclasses import asdict
 
-from rankdistill.data.interactions import Interactions
+from rankdistill.commands.options import (  # noqa: F401 (split_from_args, ...: their old home, re-exported)
+    command_device, configure_torch, run_config, split_args_given, split_from_args)
 from rankdistill.data.load import DataSpec
-from rankdistill.data.split import Split, make_split
+from rankdistill.data.split import Split
 from rankdistill.modeldir import save_model
-from rankdistill.pipeline import REPORT_METRICS, RunConfig, TrainedModel, train_model
+from rankdistill.pipeline import REPORT_METRICS, TrainedModel, train_model
 from rankdistill.train import distributed
-
-
-def split_from_args(data: Interactions, args: argparse.Namespace) -> Split:
-    """The split named by --split/--split-ratio/--split-time (seeded by --seed)."""
-    return make_split(data, getattr(args, "split", None), getattr(args, "seed", 0),
-                      getattr(args, "split_ratio", None), getattr(args, "split_time", None))
-
-
-def split_args_given(args: argparse.Namespace) -> bool:
-    return any(getattr(args, name, None) is not None for name in ("split", "split_ratio", "split_time"))
 
 
 def metrics_record(values: dict[str, float], split: Split, ks: tuple[int, ...], on: str = "test",
@@ -57,12 +48,9 @@ def main(args: argparse.Namespace) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    from rankdistill.commands.run import configure_torch, model_config, train_config
-
     configure_torch(args.threads)
-    model_cfg = model_config(args)
-    config = RunConfig(teacher=model_cfg, train=train_config(args), seed=args.seed, quiet=args.quiet,
-                       device=str(distributed.process_device()))
+    config = run_config(args, device=str(command_device(args.device)))  # this rank's GPU under torchrun + NCCL
+    model_cfg = config.teacher
     spec = DataSpec.from_args(args)
     data = spec.load()
     split = split_from_args(data, args)

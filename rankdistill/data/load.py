@@ -41,7 +41,7 @@ class DataSpec:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> "DataSpec":
-        """From the data options of the command line (cli._add_data_args); missing options take defaults."""
+        """From the data options of the command line (the [data] options of commands/options.py); missing options take defaults."""
         get = lambda name, default: default if getattr(args, name, None) is None else getattr(args, name)  # noqa: E731
         d = Columns()
         columns = Columns(get("user_col", d.user), get("item_col", d.item), get("timestamp_col", d.timestamp),

@@ -77,9 +77,9 @@ class SupervisedObjective(nn.Module):
             self.register_buffer("log_p", in_batch_log_q.float(), persistent=False)
 
     @classmethod
-    def from_config(cls, train, split=None) -> "SupervisedObjective":
-        """The objective of a TrainConfig (``split``: the item counts for in-batch negatives)."""
-        return cls(train.loss, train.l2, **supervised_options(train, split))
+    def from_config(cls, train, split=None, device: torch.device | str = "cpu") -> "SupervisedObjective":
+        """The objective of a TrainConfig (``split``: the item counts for in-batch negatives), on ``device``."""
+        return cls(train.loss, train.l2, **supervised_options(train, split, device))
 
     def on_epoch_start(self, epoch: int) -> None:
         """Called by the Trainer before each epoch (1-based); the supervised loss keeps no state."""
@@ -131,15 +131,15 @@ class SupervisedObjective(nn.Module):
         return self.supervised(fwd, pos, negs, users, dot_product=isinstance(model, DotProductRanker))
 
 
-def supervised_options(train, split=None) -> dict:
+def supervised_options(train, split=None, device: torch.device | str = "cpu") -> dict:
     """SupervisedObjective keyword arguments of a TrainConfig: BSL's τ₂ and, with ``train.in_batch_negatives``,
-    the log item shares of ``split``'s training interactions."""
+    the log item shares of ``split``'s training interactions (on ``device``, where the batches are)."""
     opts: dict = {"bsl_tau2": train.bsl_tau2}
     if train.in_batch_negatives:
         if split is None:
             raise RankdistillError("in-batch negatives need the split's item counts")
         counts = torch.bincount(split.train.indices.cpu(), minlength=split.n_items).double()
-        opts["in_batch_log_q"] = (counts / counts.sum()).clamp_min(1e-12).log().float()
+        opts["in_batch_log_q"] = (counts / counts.sum()).clamp_min(1e-12).log().float().to(device)
     return opts
 
 
