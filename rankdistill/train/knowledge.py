@@ -76,6 +76,13 @@ class TeacherKnowledge:
     def to(self, device: torch.device | str) -> "TeacherKnowledge":
         return replace(self, items=self.items.to(device), scores=self.scores.to(device), valid=self.valid.to(device))
 
+    def content_fingerprint(self) -> str:
+        """A short hash of the lists: items, scores, which entries are real, and the catalogue size."""
+        h = hashlib.sha256(f"{self.n_items}:{self.n_users}x{self.k}".encode())
+        for t in (self.items, self.scores, self.valid):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def truncate(self, k: int) -> "TeacherKnowledge":
         """The first ``k`` entries of every list."""
         return replace(self, items=self.items[:, :k], scores=self.scores[:, :k], valid=self.valid[:, :k])
