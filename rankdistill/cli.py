@@ -141,7 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(handler="rankdistill.commands.train:main")
 
     p = sub.add_parser("distill", help="distil a saved teacher into a small student and write its model directory")
-    p.add_argument("--teacher", required=True, help="the teacher's model directory")
+    source = p.add_mutually_exclusive_group(required=True)
+    source.add_argument("--teacher", help="the teacher's model directory")
+    source.add_argument("--teacher-scores", metavar="FILE", help="any teacher's scores instead: CSV/TSV or parquet "
+                        "with columns user,item,score (raw IDs as the data spells them, any number of items per "
+                        "user); needs --data; losses that need the teacher's weights refuse")
     p.add_argument("--out", required=True, help="model directory to write for the student")
     p.add_argument("--dim", type=int, default=rc.student.embedding_dim, help="the student's embedding size")
     _add_model_args(p, rc.student)

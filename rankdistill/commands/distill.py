@@ -7,18 +7,26 @@ log or list its IDs in another order. IDs the teacher lacks are counted and repo
 from the teacher's top-K of the users it knows (cached mode). A teacher that trained on any of the student's
 validation or test interactions (raw user, item pairs, :mod:`rankdistill.data.leakage`) is refused: it has
 seen the student's test answers.
+
+With --teacher-scores FILE instead of --teacher, any teacher's scores (user, item, score in raw IDs, for example
+a production ranker's logged top-200) become the knowledge (:meth:`TeacherKnowledge.from_frame`): --data is
+required, the rows whose IDs the data lacks are counted under ``teacher_scores.dropped`` in config.json, and the
+losses that need the teacher's weights refuse. Nothing records what such a teacher trained on, so no leakage
+guard can run: the scores must come from a model that never saw the student's validation and test rows.
 """
 
 from __future__ import annotations
 
 import argparse
 from dataclasses import asdict
+from pathlib import Path
 
 from rankdistill.commands.train import fit_record, metrics_record, split_args_given, split_from_args, summary_line
 from rankdistill.config import DistillConfig
 from rankdistill.data.interactions import Interactions
 from rankdistill.data.leakage import held_out_overlap
 from rankdistill.data.load import DataSpec
+from rankdistill.data.scores import read_scores
 from rankdistill.data.split import Split, make_split, split_arguments
 from rankdistill.errors import RankdistillError
 from rankdistill.losses.registry import KD_LOSSES, parse_kd
@@ -69,6 +77,27 @@ def _main(args: argparse.Namespace) -> int:
     device = distributed.process_device()  # the CPU, or this rank's GPU under torchrun with NCCL
     config = RunConfig(student=student, train=train_config(args), distill=kd, seed=args.seed, quiet=args.quiet,
                        device=str(device))
+    if args.teacher_scores is not None:
+        data, split, source, knowledge, record = _from_scores(args, kd)
+    else:
+        data, split, source, knowledge, record = _from_teacher(args, kd, device)
+    trained = distill(split, source, config, knowledge=knowledge, out_dir=args.out)  # checkpoints: resumable
+    if not distributed.is_main_process():  # under torchrun rank 0 writes the model
+        return 0
+    metrics = metrics_record(trained.metrics, split, config.ks)
+    records = {"train": asdict(config.train), "distill": kd.to_dict(), "seed": args.seed, "ks": list(config.ks),
+               **record, "fit": fit_record(trained)}
+    if trained.auto is not None:
+        records["auto"] = trained.auto
+        print(f"--kd auto chose {trained.auto['chosen']}: {trained.auto['reason']}")
+    save_model(args.out, trained.model, student, data, split, "distilled", records, metrics)
+    print(summary_line(f"student distilled with {trained.method or kd.kd}", args.out, trained, split))
+    return 0
+
+
+def _from_teacher(args: argparse.Namespace, kd: DistillConfig, device) -> tuple:
+    """--teacher DIR: (data, split, the online teacher on the student's rows or None, knowledge or None,
+    the config.json record)."""
     teacher = load(args.teacher, device)
     if args.data is not None:
         data = DataSpec.from_args(args).load()
@@ -97,18 +126,29 @@ def _main(args: argparse.Namespace) -> int:
     elif not alignment.complete:
         knowledge = TeacherKnowledge.compute(aligned, split, kd.topk)
     source = None if args.cached_only or not alignment.complete else aligned
-    trained = distill(split, source, config, knowledge=knowledge, out_dir=args.out)  # checkpoints: resumable
-    if not distributed.is_main_process():  # under torchrun rank 0 writes the model
-        return 0
-    metrics = metrics_record(trained.metrics, split, config.ks)
-    records = {"train": asdict(config.train), "distill": kd.to_dict(), "seed": args.seed, "ks": list(config.ks),
-               "teacher": {"path": str(teacher.path.resolve()), "model": teacher.config["model"],
-                           "metrics": teacher.config.get("metrics", {}),
-                           "mode": "online" if source is not None else "cached", "alignment": alignment.record()},
-               "fit": fit_record(trained)}
-    if trained.auto is not None:
-        records["auto"] = trained.auto
-        print(f"--kd auto chose {trained.auto['chosen']}: {trained.auto['reason']}")
-    save_model(args.out, trained.model, student, data, split, "distilled", records, metrics)
-    print(summary_line(f"student distilled with {trained.method or kd.kd}", args.out, trained, split))
-    return 0
+    record = {"path": str(teacher.path.resolve()), "model": teacher.config["model"],
+              "metrics": teacher.config.get("metrics", {}), "mode": "online" if source is not None else "cached",
+              "alignment": alignment.record()}
+    return data, split, source, knowledge, {"teacher": record}
+
+
+def _from_scores(args: argparse.Namespace, kd: DistillConfig) -> tuple:
+    """--teacher-scores FILE: (data, split, None, the knowledge from the file, the config.json record)."""
+    if args.data is None:
+        raise RankdistillError("--teacher-scores needs the student's data: pass it with --data (the scores' raw IDs "
+                               "are looked up in its vocabularies)")
+    if args.knowledge or args.cached_only:
+        raise RankdistillError("--knowledge and --cached-only go with --teacher; --teacher-scores is already the "
+                               "teacher's knowledge")
+    refuse_online_terms(kd, "--teacher-scores gives only the teacher's scores of the items it lists, not its weights")
+    frame = read_scores(args.teacher_scores)
+    data = DataSpec.from_args(args).load()
+    split = split_from_args(data, args)
+    knowledge = TeacherKnowledge.from_frame(frame, data, kd.topk, exclude=split.train)
+    users = int(knowledge.valid.any(dim=1).sum())
+    dropped = ", ".join(f"{n:,} {why}" for why, n in knowledge.dropped.items() if n) or "nothing"
+    print(f"teacher scores {args.teacher_scores}: {len(frame):,} rows, {users:,} of the data's {data.n_users:,} users "
+          f"scored, top-{knowledge.k} kept per user; left out: {dropped}")
+    record = {"path": str(Path(args.teacher_scores).resolve()), "rows": len(frame), "users": users, "k": knowledge.k,
+              "dropped": knowledge.dropped}
+    return data, split, None, knowledge, {"teacher_scores": record}
