@@ -146,8 +146,8 @@ def teacher(tmp_path_factory, tiny_frame):
     kn.save(d / "knowledge.parquet")
     valid = kn.valid.numpy()
     users, _ = np.nonzero(valid)
-    scores = pd.DataFrame({"user": saved.user_vocab.decode(users), "item": saved.item_vocab.decode(kn.items.numpy()[valid]),
-                           "score": kn.scores.numpy()[valid]})
+    scores = pd.DataFrame({"user": saved.user_vocab.decode(users),
+                           "item": saved.item_vocab.decode(kn.items.numpy()[valid]), "score": kn.scores.numpy()[valid]})
     scores.sample(frac=1.0, random_state=1).to_csv(d / "scores.csv", index=False)
     return d
 
