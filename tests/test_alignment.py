@@ -41,6 +41,14 @@ def test_alignment_of_equal_vocabularies_is_the_identity_and_keeps_the_teacher()
     assert a.is_identity and a.ranker(teacher) is teacher
 
 
+def test_alignment_with_a_teacher_holding_more_ids_is_complete_but_not_the_identity():
+    teacher = MatrixRanker(torch.eye(3), torch.eye(3))
+    a = TeacherAlignment.by_raw_id(IdVocab([1, 2, 3]), IdVocab([7, 8, 9]), IdVocab([3, 1]), IdVocab([8]))
+    assert a.complete and not a.is_identity and a.users.tolist() == [2, 0] and a.items.tolist() == [1]
+    view = a.ranker(teacher)
+    assert isinstance(view, DotProductRanker) and (view.n_users, view.n_items) == (2, 1)
+
+
 def test_alignment_matches_integer_and_text_ids_by_their_text():
     a = TeacherAlignment.by_raw_id(IdVocab([7, 8]), IdVocab([1]), IdVocab(["8", "7"]), IdVocab(["1"]))
     assert a.users.tolist() == [1, 0] and a.complete

@@ -181,6 +181,15 @@ def test_distill_from_teacher_scores_counts_the_ids_the_data_lacks(teacher, tmp_
     assert "left out: 2 unknown_user, 1 unknown_item, 1 unknown_user_ids, 1 unknown_item_ids" in capsys.readouterr().out
 
 
+def test_distill_refuses_to_resume_from_other_teacher_scores(teacher, tmp_path, capsys):
+    scores = pd.read_csv(teacher / "scores.csv")
+    scores.assign(score=-scores.score).to_csv(tmp_path / "reversed.csv", index=False)
+    args = ["distill", "--data", str(teacher / "log.csv"), "--out", str(tmp_path / "s"), *KD, *QUICK]
+    assert main([*args, "--teacher-scores", str(teacher / "scores.csv")]) == 0
+    assert main([*args, "--teacher-scores", str(tmp_path / "reversed.csv")]) == 2
+    assert "teacher.knowledge" in capsys.readouterr().err
+
+
 def test_distill_from_teacher_scores_refuses_a_loss_that_needs_the_teachers_weights(teacher, tmp_path, capsys):
     assert main(["distill", "--teacher-scores", str(teacher / "scores.csv"), "--data", str(teacher / "log.csv"),
                  "--out", str(tmp_path / "s"), "--dim", "4", "--kd", "listkl+de", *QUICK]) == 2
