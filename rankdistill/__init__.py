@@ -33,6 +33,7 @@ from rankdistill.models.lightgcn import LightGCN
 from rankdistill.models.popularity import Popularity
 from rankdistill.models.two_tower import TwoTower
 from rankdistill.pipeline import RunConfig, RunResult, TrainedModel, distill, gap_recovered, run, train_model
+from rankdistill.train.alignment import TeacherAlignment
 from rankdistill.train.knowledge import TeacherKnowledge
 from rankdistill.train.objectives import DistillationObjective, SupervisedObjective
 from rankdistill.train.trainer import FitResult, Trainer
@@ -63,6 +64,7 @@ __all__ = [
     "Split",
     "SupervisedObjective",
     "SyntheticConfig",
+    "TeacherAlignment",
     "TeacherKnowledge",
     "Trainer",
     "TrainConfig",

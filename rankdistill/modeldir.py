@@ -11,6 +11,8 @@
       item_vocab.parquet   raw item IDs
       weights.pt           the model's state_dict (torch.save), the torchrec tables' live weights included
       metrics.json         the latest test metrics (train / distill, then ``rankdistill evaluate --model``)
+      train_pairs.parquet  the training interactions, user and item rows (raw IDs through the vocabularies):
+                           what ``distill``'s leakage guard compares with a student's held-out interactions
 
 ``rankdistill.load(path)`` rebuilds the model with :func:`rankdistill.models.factory.build_model` and loads
 the weights into it. A directory is written to a temporary sibling first and renamed into place, so a job
@@ -26,6 +28,8 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import torch
 
 from rankdistill.config import ModelConfig
@@ -41,6 +45,7 @@ FORMAT = "rankdistill-model"
 VERSION = 1
 CONFIG, WEIGHTS, USER_VOCAB, ITEM_VOCAB, METRICS = (
     "config.json", "weights.pt", "user_vocab.parquet", "item_vocab.parquet", "metrics.json")
+TRAIN_PAIRS = "train_pairs.parquet"
 
 
 @dataclass
@@ -79,6 +84,19 @@ class SavedModel:
         data = self.load_data(spec)
         return data, make_split(data, **split_arguments(self.split_options))
 
+    def train_pairs(self) -> tuple[np.ndarray, np.ndarray]:
+        """(users [N], items [N]) int64 rows of the interactions the model trained on: read from the directory,
+        or (written by an older rankdistill) recovered by cutting its recorded data and split again."""
+        path = self.path / TRAIN_PAIRS
+        if not path.exists():
+            _, split = self.load_split()
+            return split.train.rows().numpy(), split.train.indices.numpy()
+        try:
+            frame = pd.read_parquet(path, engine="fastparquet")
+        except Exception as e:  # fastparquet raises many types for damaged files
+            raise RankdistillError(f"cannot read {path}: {type(e).__name__}: {e}") from None
+        return frame["user"].to_numpy(np.int64), frame["item"].to_numpy(np.int64)
+
 
 def check_same_vocab(owner: str, user_vocab: IdVocab, item_vocab: IdVocab, data: Interactions, fix: str) -> None:
     if user_vocab == data.user_vocab and item_vocab == data.item_vocab:
@@ -115,6 +133,9 @@ def save_model(path: str | Path, model: Ranker, model_config: ModelConfig, data:
         torch.save(state, tmp / WEIGHTS)
         data.user_vocab.save(tmp / USER_VOCAB)
         data.item_vocab.save(tmp / ITEM_VOCAB)
+        users, items = split.train_pairs()
+        pd.DataFrame({"user": users.astype(np.int32), "item": items.astype(np.int32)}).to_parquet(
+            tmp / TRAIN_PAIRS, engine="fastparquet", index=False)
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
         if metrics is not None:
             write_metrics(tmp, metrics)

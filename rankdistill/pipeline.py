@@ -143,6 +143,7 @@ def make_trainer(split: Split, model_config: ModelConfig, run: RunConfig, name: 
     identity = {"model_config": asdict(model_config)}
     if isinstance(objective, DistillationObjective):
         identity["distill"] = run.distill.to_dict()
+        identity["teacher"] = objective.source_identity()  # weights or knowledge, online or cached
     if out_dir is not None:
         out_dir = Path(out_dir)
         callbacks += [JsonlLog(out_dir / "train_log.jsonl"), TensorBoard(out_dir / "tensorboard", name)]

@@ -73,13 +73,15 @@ def test_distill_from_a_teacher_directory(workdir):
     assert config["split"] == {"kind": "temporal-leave-one-out"} and config["data"]["path"].endswith("log.csv")
 
 
-def test_distill_refuses_a_teacher_of_other_data(workdir, tmp_path, capsys):
+def test_distill_refuses_a_teacher_of_other_data_that_trained_on_held_out_rows(workdir, tmp_path, capsys):
+    """The log cut inside user 273's rows: that user's last two rows left are in the teacher's training set."""
     other = tmp_path / "other.csv"
     pd.read_csv(workdir / "log.csv").iloc[:-600].to_csv(other, index=False)
     args = ["distill", "--teacher", str(workdir / "teacher"), "--out", str(tmp_path / "s"), "--data", str(other)]
     assert main([*args, *KD, *FAST]) == 2
     err = capsys.readouterr().err
-    assert "has 300 users and 150 items but the data" in err and "distil on the data the teacher was trained on" in err
+    assert "trained on 2 of the student's 548 validation and test interactions" in err
+    assert "the teacher has seen the student's test interactions" in err
     assert not (tmp_path / "s").exists()
 
 

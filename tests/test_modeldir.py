@@ -35,10 +35,23 @@ def _saved(tmp_path, log_csv, config=ModelConfig(embedding_dim=8), **load_kwargs
     return out, model, data, split
 
 
+def test_saved_training_pairs_are_the_splits_training_interactions(tmp_path, log_csv):
+    out, _, _, split = _saved(tmp_path, log_csv)
+    users, items = load(out).train_pairs()
+    assert np.array_equal(users, split.train.rows().numpy()) and np.array_equal(items, split.train.indices.numpy())
+
+
+def test_training_pairs_of_an_older_directory_are_cut_again_from_its_data(tmp_path, log_csv):
+    out, _, _, split = _saved(tmp_path, log_csv)
+    (out / "train_pairs.parquet").unlink()  # as written before the file existed
+    users, items = load(out).train_pairs()
+    assert np.array_equal(users, split.train.rows().numpy()) and np.array_equal(items, split.train.indices.numpy())
+
+
 def test_layout_of_a_model_directory(tmp_path, log_csv):
     out, _, data, _ = _saved(tmp_path, log_csv)
     assert sorted(p.name for p in out.iterdir()) == ["config.json", "item_vocab.parquet", "metrics.json",
-                                                     "user_vocab.parquet", "weights.pt"]
+                                                     "train_pairs.parquet", "user_vocab.parquet", "weights.pt"]
     config = json.loads((out / "config.json").read_text())
     assert config["format"] == "rankdistill-model" and config["version"] == 1 and config["name"] == "teacher"
     assert (config["n_users"], config["n_items"]) == (data.n_users, data.n_items)

@@ -124,8 +124,12 @@ def _command_options(command: str) -> list[Option]:
                 "distill": "model directory to write for the student; required"}[command]
     opts = []
     if command == "distill":
-        opts.append(Option("teacher", "teacher", "--teacher", None, "the teacher's model directory; required", str,
-                           group="job", path=True, metavar="MODEL_DIR"))
+        opts.append(Option("teacher", "teacher", "--teacher", None, "the teacher's model directory (or --teacher-scores)",
+                           str, group="job", path=True, metavar="MODEL_DIR"))
+        opts.append(Option("teacher_scores", "teacher_scores", "--teacher-scores", None, "any teacher's scores instead "
+                           "of --teacher: CSV/TSV or parquet with columns user,item,score (raw IDs as the data spells "
+                           "them, any number of items per user); needs --data; losses that need the teacher's "
+                           "weights refuse", str, group="job", path=True, metavar="FILE"))
     opts.append(Option("out", "out", "--out", None, out_help, str, group="job", path=True,
                        metavar="DIR" if command == "run" else "MODEL_DIR"))
     if command == "distill":
@@ -316,10 +320,13 @@ def resolve(args: argparse.Namespace, *, check_required: bool = True) -> argpars
         if getattr(args, f"{section}.kind") != "two_tower" and f"{section}.score" not in given:
             setattr(args, f"{section}.score", "dot")
     args.given = given
-    required = {"train": ("out",), "distill": ("teacher", "out")}.get(command, ())
+    required = {"train": ("out",), "distill": ("out",)}.get(command, ())
     for name in required if check_required else ():
         if getattr(args, name) is None:
             raise RankdistillError(f"{command} needs --{name} MODEL_DIR (or {name} = \"...\" in a --config job file)")
+    if command == "distill" and check_required and (args.teacher is None) == (args.teacher_scores is None):
+        raise RankdistillError("distill needs a teacher: --teacher MODEL_DIR or --teacher-scores FILE (one of the "
+                               "two, as a flag or in a --config job file)")
     return args
 
 

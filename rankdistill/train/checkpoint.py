@@ -6,8 +6,9 @@ either the previous checkpoint or the new one, never a torn file. It holds every
 bit-for-bit on the CPU: weights, the fused embedding optimizers' state, the dense optimizer, every random
 generator, the epoch, the early-stopping state and the best weights so far.
 
-Each checkpoint carries an ``identity`` (model, training and distillation configs and a fingerprint of
-the training data); resuming with a different identity is refused with the list of what differs.
+Each checkpoint carries an ``identity`` (model, training and distillation configs, a fingerprint of
+the training data and, for a distilled student, of what it learns from: the teacher's weights or the
+knowledge, online or cached); resuming with a different identity is refused with the list of what differs.
 """
 
 from __future__ import annotations

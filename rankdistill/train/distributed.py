@@ -366,6 +366,7 @@ def train_sharded(split: Split, model_config: ModelConfig, run: RunConfig, name:
     identity = {"model_config": asdict(model_config)}
     if isinstance(objective, DistillationObjective):
         identity["distill"] = run.distill.to_dict()
+        identity["teacher"] = objective.source_identity()  # weights or knowledge, online or cached
     checkpoints = Path(out_dir) / "checkpoints" / name if out_dir is not None else None
     config = replace(run.train, seed=run.seed)
     fit = ShardedFit(split, model_config, objective, config, name, device, run.seed, callbacks, checkpoints,

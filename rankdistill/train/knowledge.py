@@ -4,6 +4,10 @@ kept in memory or stored as parquet so later runs can distil from the file alone
 The user's training items are excluded (they are known positives, not knowledge). A user with fewer than K
 other items gets a short list: the missing entries are padding, marked False in ``valid``.
 
+:meth:`TeacherKnowledge.from_frame` builds the same lists from any teacher's scores (user, item, score in raw
+IDs, for example a production ranker's logged top-200), looked up in the student's vocabularies; the rows
+whose IDs they lack are counted in ``dropped``.
+
 Parquet layout (one row per real entry)::
 
     user int64 | rank int32 (0 = best) | item int64 | score float32        (row indices, not raw ids)
@@ -22,10 +26,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 
 from rankdistill.data.csr import Csr
+from rankdistill.data.interactions import Interactions
 from rankdistill.data.split import Split
+from rankdistill.data.vocab import IdVocab
 from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.evaluator import DEFAULT_MEMORY_BUDGET, chunk_size, rank_all
 from rankdistill.evaluation.topk import topk_ties_by_index
@@ -54,6 +61,7 @@ class TeacherKnowledge:
     #                                    None: where ``scores`` is finite, padding set to item 0, score 0
     exclude: Csr | None = None  # the training items left out of the lists (dcd and rrd use it; not saved)
     fingerprint: str | None = None  # train_fingerprint(exclude) at computation time
+    dropped: dict[str, int] | None = None  # from_frame: the rows left out, per reason (None: not from a frame)
 
     def __post_init__(self) -> None:
         if self.valid is None:  # padding from the scores; give it item 0 and score 0 (any real index will do)
@@ -76,6 +84,13 @@ class TeacherKnowledge:
     def to(self, device: torch.device | str) -> "TeacherKnowledge":
         return replace(self, items=self.items.to(device), scores=self.scores.to(device), valid=self.valid.to(device))
 
+    def content_fingerprint(self) -> str:
+        """A short hash of the lists: items, scores, which entries are real, and the catalogue size."""
+        h = hashlib.sha256(f"{self.n_items}:{self.n_users}x{self.k}".encode())
+        for t in (self.items, self.scores, self.valid):
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        return h.hexdigest()[:16]
+
     def truncate(self, k: int) -> "TeacherKnowledge":
         """The first ``k`` entries of every list."""
         return replace(self, items=self.items[:, :k], scores=self.scores[:, :k], valid=self.valid[:, :k])
@@ -89,6 +104,70 @@ class TeacherKnowledge:
         ranking = rank_all(teacher, split.train, k, memory_budget=memory_budget)
         return cls(ranking.items, ranking.scores, split.n_items, exclude=split.train,
                    fingerprint=train_fingerprint(split.train))
+
+    @classmethod
+    def from_frame(cls, frame: pd.DataFrame, vocab: Interactions | tuple[IdVocab, IdVocab], k: int | None = None,
+                   exclude: Csr | None = None) -> "TeacherKnowledge":
+        """Knowledge from any teacher's scores, mapped onto the student's vocabularies by raw ID.
+
+        ``frame``: columns user, item, score (raw IDs as the data spells them; any number of scored items per
+        user, for example a production ranker's top-200); ``vocab``: the student's data (``Interactions``) or
+        its (user, item) vocabularies. Each user's items are sorted by score, best first (ties: the lower item
+        row first, as :meth:`compute`), the first ``k`` kept (None: all; K is the longest list). With
+        ``exclude`` (Csr [U, I], the student's training items) those are left out, as :meth:`compute` does.
+
+        Every row left out is counted in ``dropped``: ``unknown_user`` (rows whose user is not in the
+        vocabulary), ``unknown_item`` (user known, item not), ``unknown_user_ids``/``unknown_item_ids`` (distinct
+        IDs), ``in_training`` (the user's training items). Refused: a missing column, a score that is not a
+        finite number, a (user, item) listed twice, no row left."""
+        user_vocab, item_vocab = (vocab.user_vocab, vocab.item_vocab) if isinstance(vocab, Interactions) else vocab
+        n_users, n_items = len(user_vocab), len(item_vocab)
+        missing = [c for c in ("user", "item", "score") if c not in frame.columns]
+        if missing:
+            raise RankdistillError(f"teacher scores lack the column(s) {', '.join(missing)}; they have "
+                                   f"{', '.join(map(str, frame.columns)) or 'no columns'} (expected user, item, score)")
+        score = pd.to_numeric(frame["score"], errors="coerce").to_numpy(np.float64)
+        bad = ~np.isfinite(score)
+        if bad.any():
+            r = int(np.argmax(bad))
+            raise RankdistillError(f"teacher scores: {int(bad.sum())} score(s) are not finite numbers (first at data "
+                                   f"row {r + 1}: {frame['score'].iloc[r]!r}); give every (user, item) a number")
+        users, items = user_vocab.encode(frame["user"].to_numpy()), item_vocab.encode(frame["item"].to_numpy())
+        unknown_user, unknown_item = users < 0, (users >= 0) & (items < 0)
+        dropped = {"unknown_user": int(unknown_user.sum()), "unknown_item": int(unknown_item.sum()),
+                   "unknown_user_ids": int(frame["user"][unknown_user].nunique()),
+                   "unknown_item_ids": int(frame["item"][items < 0].nunique())}
+        keep = ~unknown_user & ~unknown_item
+        users, items, score = users[keep], items[keep], score[keep]
+        key = users * n_items + items
+        unique, first, counts = np.unique(key, return_index=True, return_counts=True)
+        if (counts > 1).any():
+            r = int(first[np.argmax(counts > 1)])
+            u, i = (vocab_.decode(rows[r:r + 1])[0] for vocab_, rows in ((user_vocab, users), (item_vocab, items)))
+            raise RankdistillError(f"teacher scores list user {_plain(u)!r}, item {_plain(i)!r} "
+                                   f"{int(counts[counts > 1][0])} times; keep one score per (user, item)")
+        if exclude is not None:
+            seen = np.isin(key, exclude.rows().cpu().numpy() * n_items + exclude.indices.cpu().numpy())
+            dropped["in_training"] = int(seen.sum())
+            users, items, score = users[~seen], items[~seen], score[~seen]
+        if len(users) == 0:
+            raise RankdistillError(f"none of the {len(frame):,} teacher scores is left for the data's users and items "
+                                   f"(left out: {dropped}); check that the scores use the data's raw IDs")
+        order = np.lexsort((items, -score, users))  # by user, then best score first, then the lower item row
+        users, items, score = users[order], items[order], score[order]
+        starts = np.zeros(n_users + 1, np.int64)
+        np.cumsum(np.bincount(users, minlength=n_users), out=starts[1:])
+        rank = np.arange(len(users)) - starts[users]
+        big_k = int(np.diff(starts).max()) if k is None else min(k, int(np.diff(starts).max()))
+        keep = rank < big_k
+        slot = users[keep] * big_k + rank[keep]
+        top, scores, valid = np.zeros(n_users * big_k, np.int64), np.zeros(n_users * big_k, np.float32), np.zeros(
+            n_users * big_k, bool)
+        top[slot], scores[slot], valid[slot] = items[keep], score[keep], True
+        shape = (n_users, big_k)
+        return cls(torch.from_numpy(top.reshape(shape)), torch.from_numpy(scores.reshape(shape)), n_items,
+                   torch.from_numpy(valid.reshape(shape)), exclude,
+                   train_fingerprint(exclude) if exclude is not None else None, dropped)
 
     @classmethod
     def load_or_compute(cls, path: str | Path, split: Split, k: int = 100,
@@ -113,7 +192,6 @@ class TeacherKnowledge:
     def save(self, path: str | Path) -> Path:
         """Write the real entries to ``path`` (parquet, atomically: a temporary file then a rename)."""
         import fastparquet
-        import pandas as pd
 
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +248,11 @@ class TeacherKnowledge:
         return cls(torch.from_numpy(items.reshape(u, k)), torch.from_numpy(scores.reshape(u, k)), i,
                    torch.from_numpy(valid.reshape(u, k)), split.train if split is not None else None,
                    meta.get("train_fingerprint"))
+
+
+def _plain(value: object) -> object:
+    """A numpy scalar as the Python value (for messages)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _read(path: Path):

@@ -35,6 +35,7 @@ from rankdistill.losses.registry import KD_LOSSES, KDBatch, RCEColumns
 from rankdistill.losses.supervised import SUPERVISED_LOSSES, bilateral_softmax_blocks, softmax_blocks
 from rankdistill.losses.topk import discrepancy_weights
 from rankdistill.models.base import DotProductRanker, Forward, Ranker
+from rankdistill.train.checkpoint import fingerprint
 from rankdistill.train.knowledge import TeacherKnowledge, rank_with_positions
 
 
@@ -220,6 +221,16 @@ class DistillationObjective(SupervisedObjective):
 
     def on_epoch_start(self, epoch: int) -> None:
         self.epoch, self.dcd_stale, self.rce_stale = epoch, True, True
+
+    def source_identity(self) -> dict:
+        """What this objective distils from, for a checkpoint's identity: ``mode`` "online" (the teacher's
+        weights score the candidates) or "cached" (the knowledge alone), a fingerprint of the knowledge (its
+        lists, scores and catalogue size) and, online, of the teacher's weights (its state_dict)."""
+        identity = {"mode": "online" if self.teacher is not None else "cached",
+                    "knowledge": self.knowledge.content_fingerprint()}
+        if self.teacher is not None:
+            identity["weights"] = fingerprint(*self.teacher.state_dict().values())
+        return identity
 
     # -- one step ------------------------------------------------------------------------------------
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
