@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from rankdistill.data.csr import Csr
+from rankdistill.data.io import check_fields_match_header
 from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.evaluator import (PerUserMetrics, Ranking, check_names, hit_gains, ideal_gains,
                                               relevance_counts)
@@ -51,6 +52,9 @@ def read_table(path: str | Path, what: str, required: tuple[str, ...], numeric: 
             frame = pd.read_parquet(path, engine="fastparquet")
         else:
             frame = pd.read_csv(path, sep="," if kind == "csv" else "\t")
+            check_fields_match_header(frame, path, "," if kind == "csv" else "\t", f"{what} file")
+    except RankdistillError:
+        raise
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file, reported in one line
         raise RankdistillError(f"could not read {what} file {path}: {type(e).__name__}: {e}".splitlines()[0]) from e
     frame.columns = [str(c).strip() for c in frame.columns]
@@ -87,7 +91,12 @@ def _check_unique(frame: pd.DataFrame, what: str, path: str) -> None:
 
 
 def _harmonise(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Ids compare as numbers when both columns are numeric, else as strings."""
+    """Ids compare as numbers when both columns are numeric, else as strings. Integer columns of which one
+    is unsigned compare as Python integers, exactly (pandas would mix uint64 and int64 into float64)."""
+    ints = pd.api.types.is_integer_dtype(a) and pd.api.types.is_integer_dtype(b)
+    if ints and a.dtype != b.dtype and (pd.api.types.is_unsigned_integer_dtype(a)
+                                        or pd.api.types.is_unsigned_integer_dtype(b)):
+        return a.astype(object), b.astype(object)
     if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
         return a, b
     return a.astype(str), b.astype(str)
