@@ -121,6 +121,21 @@ def test_recommend_counts_unknown_and_repeated_users(workdir, tmp_path, capsys):
     assert recs["user"].tolist() == ["u3"] * 3 + ["u5"] * 3  # in the order of the list
 
 
+def test_recommend_keeps_uint64_ids_beyond_int64_exactly(tmp_path, tiny_frame, capsys):
+    users = tiny_frame.user.to_numpy().astype(np.uint64) + np.uint64(2**63)  # >= 2**63: negative as int64
+    path = tmp_path / "log.parquet"
+    tiny_frame.assign(user=users).to_parquet(path, engine="fastparquet", index=False)
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "m"), "--dim", "4", *FAST]) == 0
+    listed = tmp_path / "users.txt"
+    listed.write_text(f"{2**63 + 7}\n{2**63 + 3}\n")
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", "--model", str(tmp_path / "m"), "--users", str(listed), "--k", "2",
+                 "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["unknown_users"] == 0
+    recs = pd.read_csv(out, dtype={"user": str})
+    assert recs["user"].tolist() == [str(2**63 + 7)] * 2 + [str(2**63 + 3)] * 2
+
+
 def test_recommend_with_no_known_user_is_an_error(workdir, tmp_path, capsys):
     users = tmp_path / "users.csv"
     users.write_text("user\n1\n2\n")
