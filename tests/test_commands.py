@@ -209,6 +209,51 @@ def test_lightgcn_folder_trains_on_its_given_split(tmp_path):
     assert config["split"] == {"kind": "given", "seed": 0} and config["data"]["format"] == "lightgcn"
 
 
+def _lightgcn_folder_with_unseen_test_items(folder):
+    """60 users with 6 training and 2 test items among items 0..39; users 0..4 also have test item 99, which
+    no training line holds: 5 test interactions any split must drop."""
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    train, test = [], []
+    for u in range(60):
+        items = rng.choice(40, size=8, replace=False)
+        train.append(" ".join(map(str, [u, *items[:6]])))
+        test.append(" ".join(map(str, [u, *items[6:], *([99] if u < 5 else [])])))
+    (folder / "train.txt").write_text("\n".join(train) + "\n")
+    (folder / "test.txt").write_text("\n".join(test) + "\n")
+    return folder
+
+
+def test_train_records_and_prints_what_the_split_dropped(tmp_path, capsys):
+    folder = _lightgcn_folder_with_unseen_test_items(tmp_path / "lg")
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(folder), "--out", str(out), "--dim", "8", *FAST]) == 0
+    assert "dropped: test_items_unseen_in_train 5" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["dropped"] == {"test_items_unseen_in_train": 5}  # was {}
+    assert json.loads((out / "metrics.json").read_text())["dropped"] == {"test_items_unseen_in_train": 5}
+    assert main(["evaluate", "--model", str(out), "--out", str(tmp_path / "e.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["dropped"] == {"test_items_unseen_in_train": 5}
+    assert main(["distill", "--teacher", str(out), "--out", str(tmp_path / "s"), "--dim", "4", *KD, *FAST]) == 0
+    assert "dropped: test_items_unseen_in_train 5" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["data"]["dropped"] == {
+        "test_items_unseen_in_train": 5}
+
+
+def test_commands_print_that_they_dropped_nothing(tmp_path, tiny_frame, capsys):
+    path = tmp_path / "log.csv"
+    tiny_frame.to_csv(path, index=False)
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "m"), "--dim", "4", *FAST]) == 0
+    assert "dropped: nothing" in capsys.readouterr().out.splitlines()
+
+
+def test_run_prints_what_it_dropped(tmp_path, capsys):
+    folder = _lightgcn_folder_with_unseen_test_items(tmp_path / "lg")
+    assert main(["run", "--data", str(folder), "--out", str(tmp_path / "run"), "--teacher-dim", "8",
+                 "--student-dim", "4", *KD, *FAST]) == 0
+    assert "dropped: test_items_unseen_in_train 5" in capsys.readouterr().out
+
+
 def test_distill_from_cached_knowledge_alone(tmp_path, tiny_frame):
     from rankdistill.cli import main
 

@@ -13,7 +13,7 @@ from dataclasses import asdict
 
 from rankdistill.commands.train import fit_record, metrics_record, split_args_given, split_from_args, summary_line
 from rankdistill.data.load import DataSpec
-from rankdistill.data.split import make_split, parse_cut, split_arguments
+from rankdistill.data.split import describe_dropped, make_split, parse_cut, split_arguments
 from rankdistill.errors import RankdistillError
 from rankdistill.modeldir import load, save_model
 from rankdistill.pipeline import RunConfig, distill
@@ -88,5 +88,6 @@ def _main(args: argparse.Namespace) -> int:
         records["auto"] = trained.auto
         print(f"--kd auto chose {trained.auto['chosen']}: {trained.auto['reason']}")
     save_model(args.out, trained.model, student, data, split, "distilled", records, metrics)
+    print(describe_dropped(split.dropped))
     print(summary_line(f"student distilled with {trained.method or kd.kd}", args.out, trained, split))
     return 0
