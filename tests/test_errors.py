@@ -307,6 +307,7 @@ def test_command_line_prints_one_error_line_and_exits_2(tmp_path, capsys, name):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_command_line_exit_status_in_a_real_process(tmp_path):
     path = _write(tmp_path / "log.csv", "user,item,rating\n1,2,good\n")
     proc = subprocess.run([sys.executable, "-m", "rankdistill", "train", "--data", str(path), "--out",
