@@ -254,7 +254,11 @@ def test_run_prints_what_it_dropped(tmp_path, capsys):
     assert "dropped: test_items_unseen_in_train 5" in capsys.readouterr().out
 
 
-def test_distill_from_cached_knowledge_alone(tmp_path, tiny_frame):
+def test_distill_from_cached_knowledge_alone_equals_the_online_run(tmp_path, tiny_frame):
+    # rrd reads only the teacher's ranks, which the knowledge holds: the teacher's weights add nothing, so the
+    # student distilled from the file alone is the online one, weight for weight and metric for metric
+    import torch
+
     from rankdistill.cli import main
 
     data = tmp_path / "log.csv"
@@ -262,12 +266,16 @@ def test_distill_from_cached_knowledge_alone(tmp_path, tiny_frame):
     quick = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "t"), "--dim", "16", *quick]) == 0
     know = tmp_path / "knowledge.parquet"
-    args = ["distill", "--teacher", str(tmp_path / "t"), "--dim", "4", "--kd", "listkl", "--kd-topk", "20",
+    args = ["distill", "--teacher", str(tmp_path / "t"), "--dim", "4", "--kd", "rrd", "--kd-topk", "20",
             "--kd-samples", "4", "--knowledge", str(know), *quick]
-    assert main([*args, "--out", str(tmp_path / "s1")]) == 0
-    assert know.exists()  # computed from the teacher once and written
+    assert main([*args, "--out", str(tmp_path / "s1")]) == 0  # computes the knowledge once and writes it
+    written = know.stat().st_mtime_ns
     assert main([*args, "--out", str(tmp_path / "s2"), "--cached-only"]) == 0  # from the file alone
-    assert (tmp_path / "s2" / "weights.pt").exists()
+    assert know.stat().st_mtime_ns == written  # read, not computed again
+    online, cached = (json.loads((tmp_path / s / "metrics.json").read_text())["metrics"] for s in ("s1", "s2"))
+    assert cached == online
+    w1, w2 = (torch.load(tmp_path / s / "weights.pt") for s in ("s1", "s2"))
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
 def test_cached_only_needs_a_knowledge_file(tmp_path, tiny_frame, capsys):
