@@ -91,12 +91,7 @@ def _check_unique(frame: pd.DataFrame, what: str, path: str) -> None:
 
 
 def _harmonise(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
-    """Ids compare as numbers when both columns are numeric, else as strings. Integer columns of which one
-    is unsigned compare as Python integers, exactly (pandas would mix uint64 and int64 into float64)."""
-    ints = pd.api.types.is_integer_dtype(a) and pd.api.types.is_integer_dtype(b)
-    if ints and a.dtype != b.dtype and (pd.api.types.is_unsigned_integer_dtype(a)
-                                        or pd.api.types.is_unsigned_integer_dtype(b)):
-        return a.astype(object), b.astype(object)
+    """Ids compare as numbers when both columns are numeric, else as strings."""
     if pd.api.types.is_numeric_dtype(a) and pd.api.types.is_numeric_dtype(b):
         return a, b
     return a.astype(str), b.astype(str)
