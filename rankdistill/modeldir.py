@@ -120,7 +120,8 @@ def save_model(path: str | Path, model: Ranker, model_config: ModelConfig, data:
         "format": FORMAT, "version": VERSION, "name": name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "model": asdict(model_config), "n_users": data.n_users, "n_items": data.n_items,
-        "data": {**(data.source or {}), "name": data.name, "interactions": len(data), "dropped": data.dropped},
+        "data": {**(data.source or {}), "name": data.name, "interactions": len(data),
+                 "dropped": split.dropped},  # reading, filtering and the split's unseen users and items
         "split": split.options or {"kind": split.kind},
         **(records or {}),
         "metrics": metrics or {},

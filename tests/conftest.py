@@ -6,6 +6,11 @@ import torch
 torch.set_num_threads(1)
 
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: starts processes (torchrun, the command line in a subprocess); "
+                                       "`pytest -m 'not slow'` runs the fast set, plain `pytest` runs all")
+
+
 @pytest.fixture(scope="session")
 def tiny_frame() -> pd.DataFrame:
     """A small synthetic log: 300 users, 150 items, 6,000 interactions (generated, never shipped data)."""

@@ -53,6 +53,7 @@ def test_run_reads_parquet_and_movielens_u_data(tmp_path, tiny_frame):
     assert json.loads((tmp_path / "b" / "report.json").read_text())["dataset"]["interactions"] == 6000
 
 
+@pytest.mark.slow
 def test_missing_file_is_one_error_line_and_status_2(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rankdistill", "run", "--data", str(tmp_path / "nope.csv")],
                           capture_output=True, text=True)

@@ -123,6 +123,21 @@ def test_recommend_counts_unknown_and_repeated_users(workdir, tmp_path, capsys):
     assert recs["user"].tolist() == ["u3"] * 3 + ["u5"] * 3  # in the order of the list
 
 
+def test_recommend_keeps_uint64_ids_beyond_int64_exactly(tmp_path, tiny_frame, capsys):
+    users = tiny_frame.user.to_numpy().astype(np.uint64) + np.uint64(2**63)  # >= 2**63: negative as int64
+    path = tmp_path / "log.parquet"
+    tiny_frame.assign(user=users).to_parquet(path, engine="fastparquet", index=False)
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "m"), "--dim", "4", *FAST]) == 0
+    listed = tmp_path / "users.txt"
+    listed.write_text(f"{2**63 + 7}\n{2**63 + 3}\n")
+    out = tmp_path / "recs.csv"
+    assert main(["recommend", "--model", str(tmp_path / "m"), "--users", str(listed), "--k", "2",
+                 "--out", str(out)]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[-1])["unknown_users"] == 0
+    recs = pd.read_csv(out, dtype={"user": str})
+    assert recs["user"].tolist() == [str(2**63 + 7)] * 2 + [str(2**63 + 3)] * 2
+
+
 def test_recommend_with_no_known_user_is_an_error(workdir, tmp_path, capsys):
     users = tmp_path / "users.csv"
     users.write_text("user\n1\n2\n")
@@ -196,7 +211,56 @@ def test_lightgcn_folder_trains_on_its_given_split(tmp_path):
     assert config["split"] == {"kind": "given", "seed": 0} and config["data"]["format"] == "lightgcn"
 
 
-def test_distill_from_cached_knowledge_alone(tmp_path, tiny_frame):
+def _lightgcn_folder_with_unseen_test_items(folder):
+    """60 users with 6 training and 2 test items among items 0..39; users 0..4 also have test item 99, which
+    no training line holds: 5 test interactions any split must drop."""
+    folder.mkdir()
+    rng = np.random.default_rng(1)
+    train, test = [], []
+    for u in range(60):
+        items = rng.choice(40, size=8, replace=False)
+        train.append(" ".join(map(str, [u, *items[:6]])))
+        test.append(" ".join(map(str, [u, *items[6:], *([99] if u < 5 else [])])))
+    (folder / "train.txt").write_text("\n".join(train) + "\n")
+    (folder / "test.txt").write_text("\n".join(test) + "\n")
+    return folder
+
+
+def test_train_records_and_prints_what_the_split_dropped(tmp_path, capsys):
+    folder = _lightgcn_folder_with_unseen_test_items(tmp_path / "lg")
+    out = tmp_path / "m"
+    assert main(["train", "--data", str(folder), "--out", str(out), "--dim", "8", *FAST]) == 0
+    assert "dropped: test_items_unseen_in_train 5" in capsys.readouterr().out
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["dropped"] == {"test_items_unseen_in_train": 5}  # was {}
+    assert json.loads((out / "metrics.json").read_text())["dropped"] == {"test_items_unseen_in_train": 5}
+    assert main(["evaluate", "--model", str(out), "--out", str(tmp_path / "e.json")]) == 0
+    assert json.loads(capsys.readouterr().out)["dropped"] == {"test_items_unseen_in_train": 5}
+    assert main(["distill", "--teacher", str(out), "--out", str(tmp_path / "s"), "--dim", "4", *KD, *FAST]) == 0
+    assert "dropped: test_items_unseen_in_train 5" in capsys.readouterr().out
+    assert json.loads((tmp_path / "s" / "config.json").read_text())["data"]["dropped"] == {
+        "test_items_unseen_in_train": 5}
+
+
+def test_commands_print_that_they_dropped_nothing(tmp_path, tiny_frame, capsys):
+    path = tmp_path / "log.csv"
+    tiny_frame.to_csv(path, index=False)
+    assert main(["train", "--data", str(path), "--out", str(tmp_path / "m"), "--dim", "4", *FAST]) == 0
+    assert "dropped: nothing" in capsys.readouterr().out.splitlines()
+
+
+def test_run_prints_what_it_dropped(tmp_path, capsys):
+    folder = _lightgcn_folder_with_unseen_test_items(tmp_path / "lg")
+    assert main(["run", "--data", str(folder), "--out", str(tmp_path / "run"), "--teacher-dim", "8",
+                 "--student-dim", "4", *KD, *FAST]) == 0
+    assert "dropped: test_items_unseen_in_train 5" in capsys.readouterr().out
+
+
+def test_distill_from_cached_knowledge_alone_equals_the_online_run(tmp_path, tiny_frame):
+    # rrd reads only the teacher's ranks, which the knowledge holds: the teacher's weights add nothing, so the
+    # student distilled from the file alone is the online one, weight for weight and metric for metric
+    import torch
+
     from rankdistill.cli import main
 
     data = tmp_path / "log.csv"
@@ -204,12 +268,16 @@ def test_distill_from_cached_knowledge_alone(tmp_path, tiny_frame):
     quick = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]
     assert main(["train", "--data", str(data), "--out", str(tmp_path / "t"), "--dim", "16", *quick]) == 0
     know = tmp_path / "knowledge.parquet"
-    args = ["distill", "--teacher", str(tmp_path / "t"), "--dim", "4", "--kd", "listkl", "--kd-topk", "20",
+    args = ["distill", "--teacher", str(tmp_path / "t"), "--dim", "4", "--kd", "rrd", "--kd-topk", "20",
             "--kd-samples", "4", "--knowledge", str(know), *quick]
-    assert main([*args, "--out", str(tmp_path / "s1")]) == 0
-    assert know.exists()  # computed from the teacher once and written
+    assert main([*args, "--out", str(tmp_path / "s1")]) == 0  # computes the knowledge once and writes it
+    written = know.stat().st_mtime_ns
     assert main([*args, "--out", str(tmp_path / "s2"), "--cached-only"]) == 0  # from the file alone
-    assert (tmp_path / "s2" / "weights.pt").exists()
+    assert know.stat().st_mtime_ns == written  # read, not computed again
+    online, cached = (json.loads((tmp_path / s / "metrics.json").read_text())["metrics"] for s in ("s1", "s2"))
+    assert cached == online
+    w1, w2 = (torch.load(tmp_path / s / "weights.pt") for s in ("s1", "s2"))
+    assert w1.keys() == w2.keys() and all(torch.equal(w1[k], w2[k]) for k in w1)
 
 
 def test_cached_only_needs_a_knowledge_file(tmp_path, tiny_frame, capsys):

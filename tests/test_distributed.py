@@ -54,6 +54,7 @@ KD = DistillConfig(kd="listkl", topk=10, topk_samples=4)
 HINT = DistillConfig(kd="hint", topk=10, topk_samples=4)
 RESUME = TrainConfig(epochs=3, batch_size=512, negatives=16, l2=0.01, patience=10, seed=2)
 LAUNCH_TIMEOUT = 120
+pytestmark = pytest.mark.slow  # every test here waits on a torchrun launch
 ABORT_SIGNS = ("terminate called", "Aborted", "SIGABRT", "core dumped", "Signal 6")
 
 

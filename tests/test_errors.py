@@ -103,6 +103,48 @@ def test_missing_timestamp(tmp_path):
         read_interactions(path)
 
 
+def test_nan_text_in_two_timestamp_cells_is_counted_and_pointed_at(tmp_path):
+    rows = "".join(f"u{i % 7},i{i},{1_600_000_000 + i}\n" for i in range(40))
+    lines = ("user,item,timestamp\n" + rows).splitlines()
+    lines[13] = "u5,i13,NaN"  # data row 13
+    lines[30] = "u2,i30,NaN"
+    path = _write(tmp_path / "log.csv", "\n".join(lines) + "\n")
+    with pytest.raises(RankdistillError, match=r"2 timestamps do not parse .*first 'NaN' at data row 13\)"):
+        read_interactions(path)
+
+
+def test_nan_text_among_date_timestamps_is_counted_and_pointed_at(tmp_path):
+    path = _write(tmp_path / "log.csv", "user,item,timestamp\na,x,2020-01-01\nb,y,NaN\nc,z,2020-01-03\nd,w,nan\n")
+    with pytest.raises(RankdistillError, match=r"2 timestamps do not parse .*first 'NaN' at data row 2\)"):
+        read_interactions(path)
+
+
+def test_infinite_timestamps_are_counted_and_pointed_at(tmp_path):
+    frame = pd.DataFrame({"user": [1, 2, 3, 4], "item": [1, 2, 3, 4], "timestamp": [1.0, np.inf, 3.0, -np.inf]})
+    with pytest.raises(RankdistillError, match=r"2 timestamps are not finite numbers \(first inf at data row 2\)"):
+        read_interactions(_parquet(tmp_path / "log.parquet", frame))
+
+
+def test_csv_rows_ending_with_a_comma_say_the_rows_have_more_fields(tmp_path):
+    path = _write(tmp_path / "log.csv", "user,item,timestamp\n1,2,100,\n1,3,200,\n2,3,300,\n")
+    with pytest.raises(RankdistillError, match=r"log.csv: its data rows have 4 fields but the header names 3 "
+                                               r"\(user, item, timestamp\).*a comma at the end of each row"):
+        read_interactions(path)
+
+
+def test_tsv_rows_ending_with_a_tab_say_the_rows_have_more_fields(tmp_path):
+    path = _write(tmp_path / "log.tsv", "user\titem\n1\t2\t\n1\t3\t\n")
+    with pytest.raises(RankdistillError, match=r"its data rows have 3 fields but the header names 2 \(user, item\)"):
+        read_interactions(path)
+
+
+def test_movielens_ratings_csv_rows_ending_with_a_comma(tmp_path):
+    (tmp_path / "ml").mkdir()
+    path = _write(tmp_path / "ml" / "ratings.csv", "userId,movieId,rating,timestamp\n1,2,4.0,100,\n")
+    with pytest.raises(RankdistillError, match=r"^\S*ratings.csv: its data rows have 5 fields but the header names 4"):
+        read_interactions(path)
+
+
 def test_unreadable_parquet_file(tmp_path):
     path = tmp_path / "log.parquet"
     path.write_bytes(b"this is not parquet at all" * 10)
@@ -251,6 +293,8 @@ BAD_FILES = {
     "bad_time.csv": "user,item,timestamp\n1,2,noon\n",
     "few.csv": "user,item,timestamp\n1,2,1\n1,3,2\n",
     "broken.parquet": "PAR1 and then nothing useful",
+    "trailing_comma.csv": "user,item,timestamp\n1,2,100,\n1,3,200,\n1,4,300,\n",
+    "nan_time.csv": "user,item,timestamp\n1,2,100\n1,3,NaN\n1,4,300\n",
 }
 
 
@@ -263,6 +307,7 @@ def test_command_line_prints_one_error_line_and_exits_2(tmp_path, capsys, name):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_command_line_exit_status_in_a_real_process(tmp_path):
     path = _write(tmp_path / "log.csv", "user,item,rating\n1,2,good\n")
     proc = subprocess.run([sys.executable, "-m", "rankdistill", "train", "--data", str(path), "--out",

@@ -51,6 +51,25 @@ def test_zero_relevance_is_judged_non_relevant():
     assert out == {"recall@2": 1.0, "mrr@2": 0.5}
 
 
+def test_negative_relevance_is_judged_non_relevant_and_gains_nothing():
+    # a ranked above b; a has relevance -1 (non-relevant: gain 0, not -1), b has 1
+    run = frame([("u", "a", 2.0), ("u", "b", 1.0)])
+    qrels = frame([("u", "a", -1), ("u", "b", 1)], ("user", "item", "relevance"))
+    out = evaluate_run(run, qrels, (2,), ("ndcg", "recall", "precision", "mrr", "map"))
+    dcg, idcg = 0 / L2(2) + 1 / L2(3), 1 / L2(2)
+    assert out["ndcg@2"] == pytest.approx(dcg / idcg)  # 0.631, not -0.369
+    assert out == pytest.approx({"ndcg@2": dcg / idcg, "recall@2": 1.0, "precision@2": 0.5, "mrr@2": 0.5,
+                                 "map@2": 0.5})
+
+
+def test_negative_relevance_from_the_command_line(tmp_path, capsys):
+    (tmp_path / "run.csv").write_text("user,item,score\nu,a,2\nu,b,1\n")
+    (tmp_path / "qrels.csv").write_text("user,item,relevance\nu,a,-1\nu,b,1\n")
+    assert main(["evaluate", "--run", str(tmp_path / "run.csv"), "--qrels", str(tmp_path / "qrels.csv"),
+                 "--k", "2", "--metrics", "ndcg"]) == 0
+    assert json.loads(capsys.readouterr().out)["ndcg@2"] == pytest.approx(1 / L2(3))
+
+
 def test_user_in_the_run_but_not_in_the_qrels_is_left_out():
     run = frame([(1, "a", 1.0), (2, "a", 1.0)])
     qrels = frame([(1, "a")], ("user", "item"))
@@ -109,6 +128,15 @@ def files(tmp_path):
     run.to_parquet(paths["run_pq"], engine="fastparquet", index=False)
     qrels.to_parquet(paths["qrels_pq"], engine="fastparquet", index=False)
     return paths
+
+
+def test_qrels_rows_ending_with_a_comma_say_the_rows_have_more_fields(tmp_path):
+    path, run = tmp_path / "qrels.csv", tmp_path / "run.csv"
+    path.write_text("user,item,relevance\nu,a,1,\nu,b,2,\n")
+    run.write_text("user,item,score\nu,a,1\n")
+    with pytest.raises(RankdistillError, match=r"QRELS file .*qrels.csv: its data rows have 4 fields but the header "
+                                               r"names 3 \(user, item, relevance\)"):
+        evaluate_run_files(run, path)
 
 
 def test_command_prints_one_json_object_of_means(files, capsys):

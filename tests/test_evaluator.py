@@ -174,6 +174,15 @@ def test_graded_relevance_end_to_end():
     assert per_user.n_relevant.tolist() == [2, 1]
 
 
+def test_negative_relevance_gains_zero_in_the_ranking_and_the_ideal():
+    model = MatrixRanker(torch.ones(1, 1), torch.tensor([[3.0], [2.0], [1.0]]))
+    ranking = rank_all(model, csr([], 1, 3), 3)  # items 0, 1, 2
+    judged = csr([(0, 0), (0, 1)], 1, 3)
+    relevance = torch.tensor([-1.0, 2.0])  # item 0: -1 (non-relevant), item 1: 2
+    assert hit_gains(ranking, judged, None, relevance).tolist() == [[0.0, 2.0, 0.0]]
+    assert ideal_gains(judged, torch.arange(1), 2, relevance).tolist() == [[2.0, 0.0]]
+
+
 def test_ideal_gains_sort_relevances_per_user():
     judged = csr([(0, 4), (0, 1), (0, 2), (2, 0)], 3, 5)  # indices sorted per row: (0,1), (0,2), (0,4), (2,0)
     relevance = torch.tensor([2.0, 0.0, 5.0, 1.0])

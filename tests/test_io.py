@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from rankdistill.data.io import Columns, detect_format, read_id_list, read_interactions
+from rankdistill.data.vocab import IdVocab
 from rankdistill.data.load import DataSpec, load_interactions
 from rankdistill.errors import RankdistillError
 
@@ -99,6 +100,43 @@ def test_integer_ids_stay_integers_and_zero_padded_ids_stay_strings(tmp_path):
     df = read_interactions(_write(tmp_path / "log.csv", "user,item\n007,1\n7,2\n"))
     assert df["user"].tolist() == ["007", "7"]  # two users, as the file spells them
     assert df["item"].tolist() == [1, 2] and df["item"].dtype == np.int64
+
+
+BIG = np.array([2**63, 2**64 - 1, 5], dtype=np.uint64)  # the first two do not fit int64
+
+
+def test_uint64_ids_beyond_int64_are_kept_exactly_as_text(tmp_path):
+    path = tmp_path / "log.parquet"
+    pd.DataFrame({"user": BIG, "item": np.array([1, 2, 3], np.uint64)}).to_parquet(path, engine="fastparquet",
+                                                                                 index=False)
+    df = read_interactions(path)
+    assert df["user"].tolist() == ["9223372036854775808", "18446744073709551615", "5"]  # not negative
+    assert df["item"].tolist() == [1, 2, 3] and df["item"].dtype == np.int64  # small uint64 IDs stay integers
+
+
+def test_vocab_of_uint64_ids_beyond_int64_keeps_them_exactly():
+    vocab, codes = IdVocab.fit(pd.Series(BIG))
+    assert list(vocab.ids) == ["9223372036854775808", "18446744073709551615", "5"] and codes.tolist() == [0, 1, 2]
+    assert vocab.encode(["18446744073709551615", 5]).tolist() == [1, 2]
+    assert IdVocab(np.array([7, 8], np.uint64)).integer_ids  # within int64: integers
+
+
+def test_nineteen_digit_ids_meet_in_one_type(tmp_path):
+    # int64's largest values have 19 digits: as text in a user list they are still integers and found
+    big = 9_223_372_036_854_775_807
+    path = tmp_path / "log.parquet"
+    pd.DataFrame({"user": np.array([big, 1], np.int64), "item": [1, 2]}).to_parquet(path, engine="fastparquet",
+                                                                                  index=False)
+    vocab, _ = IdVocab.fit(read_interactions(path)["user"])
+    assert read_id_list(_write(tmp_path / "a.txt", f"{big}\n1\n")).tolist() == [big, 1]
+    listed = read_id_list(_write(tmp_path / "b.txt", f"{big}\n1\n9223372036854775808\n"))
+    assert listed.tolist() == [str(big), "1", "9223372036854775808"]  # the last does not fit int64: all text
+    assert vocab.encode(listed.to_numpy()).tolist() == [0, 1, -1]
+
+
+def test_user_list_rows_ending_with_a_comma_say_the_rows_have_more_fields(tmp_path):
+    with pytest.raises(RankdistillError, match=r"its data rows have 2 fields but the header names 1 \(user\)"):
+        read_id_list(_write(tmp_path / "u.csv", "user\nx,\ny,\n"))
 
 
 def test_date_timestamps_parse_to_seconds(tmp_path):

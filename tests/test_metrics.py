@@ -53,6 +53,15 @@ def test_dcg_terms():
     assert dcg(t([[1, 1, 1]]), 3).item() == pytest.approx(1 + 1 / L2(3) + 1 / L2(4))
 
 
+def test_negative_gains_count_as_zero_in_every_metric():
+    # relevance <= 0 is non-relevant: a gain of -2 at rank 1 adds nothing (not -2) to DCG and is no hit
+    gains, n_rel = t([[-2, 1]]), torch.tensor([1])
+    assert dcg(gains, 2).item() == pytest.approx(1 / L2(3))
+    assert ndcg(gains, n_rel, 2).item() == pytest.approx(1 / L2(3))
+    assert ndcg(gains, n_rel, 2, ideal=t([[1, -2]])).item() == pytest.approx(1 / L2(3))
+    assert mrr(gains, n_rel, 2).item() == 0.5 and precision(gains, n_rel, 2).item() == 0.5
+
+
 def test_users_without_relevant_items_are_nan_and_left_out_of_means():
     gains, n_rel = t([[1, 0], [0, 0], [0, 1]]), torch.tensor([1, 0, 1])
     values = ndcg(gains, n_rel, 2)

@@ -124,6 +124,7 @@ def test_cosine_schedule_reaches_the_tables(tiny_split):
     assert last < first < 0.1  # cosine decay from the base lr 0.1, per step
 
 
+@pytest.mark.slow
 def test_kill_9_then_rerun_gives_the_same_report(tmp_path, tiny_frame):
     data = tmp_path / "log.csv"
     tiny_frame.to_csv(data, index=False)

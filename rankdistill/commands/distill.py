@@ -28,7 +28,7 @@ from rankdistill.data.interactions import Interactions
 from rankdistill.data.leakage import held_out_overlap
 from rankdistill.data.load import DataSpec
 from rankdistill.data.scores import read_scores
-from rankdistill.data.split import Split, make_split, split_arguments
+from rankdistill.data.split import Split, describe_dropped, make_split, split_arguments
 from rankdistill.errors import RankdistillError
 from rankdistill.losses.registry import KD_LOSSES, parse_kd
 from rankdistill.modeldir import SavedModel, load, save_model
@@ -88,6 +88,7 @@ def _main(args: argparse.Namespace) -> int:
         records["auto"] = trained.auto
         print(f"--kd auto chose {trained.auto['chosen']}: {trained.auto['reason']}")
     save_model(args.out, trained.model, student, data, split, "distilled", records, metrics)
+    print(describe_dropped(split.dropped))
     print(summary_line(f"student distilled with {trained.method or kd.kd}", args.out, trained, split))
     return 0
 

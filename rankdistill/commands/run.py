@@ -9,6 +9,7 @@ from pathlib import Path
 from rankdistill.commands.options import (  # noqa: F401 (model_config, ...: their old home, re-exported)
     command_device, configure_torch, distill_config, model_config, parse_widths, run_config, train_config)
 from rankdistill.data.load import DataSpec
+from rankdistill.data.split import describe_dropped
 from rankdistill.pipeline import run
 from rankdistill.report import build_report, table, write_report
 
@@ -27,6 +28,7 @@ def main(args: argparse.Namespace) -> int:
     report = build_report(result, config)
     json_path, md_path = write_report(report, out)
     print(table(report))
+    print(describe_dropped(result.split.dropped))
     gap = ", ".join(f"{k} {'n/a' if v is None else f'{100 * v:.0f}%'}" for k, v in report["gap_recovered"].items())
     print(f"\ngap recovered: {gap}   ({report['seconds']:.1f} s)\nwrote {json_path} and {md_path}")
     return 0

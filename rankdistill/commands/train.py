@@ -12,7 +12,7 @@ from dataclasses import asdict
 from rankdistill.commands.options import (  # noqa: F401 (split_from_args, ...: their old home, re-exported)
     command_device, configure_torch, run_config, split_args_given, split_from_args)
 from rankdistill.data.load import DataSpec
-from rankdistill.data.split import Split
+from rankdistill.data.split import Split, describe_dropped
 from rankdistill.modeldir import save_model
 from rankdistill.pipeline import REPORT_METRICS, TrainedModel, train_model
 from rankdistill.train import distributed
@@ -20,10 +20,12 @@ from rankdistill.train import distributed
 
 def metrics_record(values: dict[str, float], split: Split, ks: tuple[int, ...], on: str = "test",
                    metrics: tuple[str, ...] = REPORT_METRICS) -> dict:
-    """What metrics.json holds: the metric values with what they were measured on."""
+    """What metrics.json holds: the metric values with what they were measured on (and what reading,
+    filtering and the split dropped before)."""
     target = split.test if on == "test" else split.valid
     return {"on": on, "split": split.options or {"kind": split.kind},
-            "users": int((target.lengths() > 0).sum()), "candidates": "all-unseen-items",
+            "users": int((target.lengths() > 0).sum()), "dropped": dict(split.dropped),
+            "candidates": "all-unseen-items",
             "k": list(ks), "metrics_computed": list(metrics),
             "metrics": {k: round(float(v), 6) for k, v in values.items()}}
 
@@ -60,5 +62,6 @@ def _main(args: argparse.Namespace) -> int:
     metrics = metrics_record(trained.metrics, split, config.ks)
     records = {"train": asdict(config.train), "seed": args.seed, "ks": list(config.ks), "fit": fit_record(trained)}
     save_model(args.out, trained.model, model_cfg, data, split, "teacher", records, metrics)
+    print(describe_dropped(split.dropped))
     print(summary_line("teacher", args.out, trained, split))
     return 0

@@ -4,7 +4,8 @@ has them, timestamp (int64 seconds), rating (float64) and is_test (bool); every 
 :class:`RankdistillError` naming the file, the bad value and what to do.
 
 IDs: a column of integers, or of text that is all plain integers (``42``, not ``042`` or ``4.2``), becomes
-int64; any other column becomes strings, so ``007`` and ``7`` stay two different users. The same rule reads
+int64; any other column becomes strings, so ``007`` and ``7`` stay two different users. Integers that do not
+fit int64 (a uint64 column with values >= 2**63, or such text) stay exact as strings. The same rule reads
 the user lists given to ``rankdistill recommend``, so a file's IDs always meet the vocabulary in one type.
 """
 
@@ -22,7 +23,39 @@ from rankdistill.errors import RankdistillError
 
 FORMATS = ("csv", "tsv", "parquet", "movielens", "lightgcn")
 MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
-_PLAIN_INT = re.compile(r"^-?(0|[1-9][0-9]{0,17})$")  # fits int64 and prints back the same
+_PLAIN_INT = re.compile(r"^-?(0|[1-9][0-9]{0,18})$")  # prints back the same; int64 range checked apart
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+SEPARATOR_NAMES = {",": "comma", "\t": "tab"}
+
+
+def plain_integers(text: pd.Series) -> np.ndarray:
+    """bool [N]: which strings of ``text`` are plain integers (no sign ``+``, leading zero, space or decimal
+    point) within int64, so that they read as int64 and print back the same."""
+    ok = np.array(text.str.fullmatch(_PLAIN_INT).to_numpy(bool, na_value=False))  # a writable copy
+    long = ok & (text.str.len().to_numpy() >= 19)  # 19 digits, or a minus and 18+: may not fit int64
+    if long.any():
+        ok[long] = [INT64_MIN <= int(x) <= INT64_MAX for x in text[long]]
+    return ok
+
+
+def beyond_int64(values: pd.Series | pd.Index) -> bool:
+    """Whether an integer column holds values int64 cannot (an unsigned column with values >= 2**63)."""
+    return bool(pd.api.types.is_unsigned_integer_dtype(values) and len(values) and values.max() > INT64_MAX)
+
+
+def check_fields_match_header(frame: pd.DataFrame, path: Path | str, sep: str = ",", what: str = "") -> None:
+    """Raise when the data rows of a CSV/TSV have more fields than its header names. pandas then takes the
+    first column(s) as the index and shifts every column (rows ending with a separator are the usual
+    cause), so ``frame`` without a plain RangeIndex is that case. ``what`` prefixes the file ("QRELS file")."""
+    if isinstance(frame.index, pd.RangeIndex):
+        return
+    names, fields = len(frame.columns), len(frame.columns) + frame.index.nlevels
+    sep_name = SEPARATOR_NAMES.get(sep, repr(sep))
+    raise RankdistillError(
+        f"{what + ' ' if what else ''}{path}: its data rows have {fields} fields but the header names {names} "
+        f"({', '.join(map(str, frame.columns))}); a {sep_name} at the end of each row? Remove it, or name every "
+        "column in the header"
+    )
 
 
 @dataclass(frozen=True)
@@ -110,6 +143,7 @@ def _read_csv(path: Path, sep: str, id_cols: tuple[str, ...]) -> pd.DataFrame:
         raise RankdistillError(f"cannot parse {path} as {kind}: {str(e).strip()}") from None
     if len(frame.columns) == 1 and sep == "," and "\t" in str(frame.columns[0]):
         return _read_csv(path, "\t", id_cols)  # a tab-separated file named .csv
+    check_fields_match_header(frame, path, sep)
     return frame
 
 
@@ -163,13 +197,13 @@ def normalise_ids(col: pd.Series, what: str, source: str) -> pd.Series:
     if pd.api.types.is_bool_dtype(col):
         return col.astype(str)
     if pd.api.types.is_integer_dtype(col):
-        return col.astype(np.int64)
+        return col.astype(str).astype(object) if beyond_int64(col) else col.astype(np.int64)
     if pd.api.types.is_float_dtype(col):
         values = col.to_numpy(np.float64)
         if np.all(values % 1 == 0) and np.all(np.abs(values) < 2**53):
             return pd.Series(values.astype(np.int64), index=col.index)
         return col.astype(str)
-    if as_text.str.fullmatch(_PLAIN_INT).all():
+    if plain_integers(as_text).all():
         return as_text.astype(np.int64)
     return as_text.astype(object)
 
@@ -191,26 +225,37 @@ def parse_timestamps(col: pd.Series, source: str) -> pd.Series:
         return col.astype(np.int64)  # exact, even for micro- or nanosecond counts
     elif pd.api.types.is_numeric_dtype(col):
         values = col.to_numpy(np.float64)
-        if not np.isfinite(values).all():
-            raise RankdistillError(f"{source}: timestamps must be finite numbers (seconds) or dates")
+        bad = ~np.isfinite(values)
+        if bad.any():
+            first = int(np.argmax(bad))
+            raise RankdistillError(
+                f"{source}: {int(bad.sum())} timestamps are not finite numbers (first {values[first]:g} at data row "
+                f"{first + 1}); write seconds since 1970 or dates, or remove those rows"
+            )
         return pd.Series(values.astype(np.int64), index=col.index)
     else:
         text = col.astype(str).str.strip()
         numeric = pd.to_numeric(text, errors="coerce")
         if numeric.notna().all():  # numbers stored as text
             return parse_timestamps(numeric, source)
+        if 2 * int(numeric.notna().sum()) > len(text):  # mostly numbers: the cells that are not are the bad ones
+            _raise_unparsed(text, numeric.isna().to_numpy(), source)
         try:
             parsed = pd.to_datetime(text, utc=True, format="ISO8601")
         except (ValueError, TypeError, OverflowError):
             parsed = pd.to_datetime(text, utc=True, errors="coerce", format="mixed")
-        bad = parsed.isna()
-        if bad.any():
-            first = int(np.flatnonzero(bad.to_numpy())[0])
-            raise RankdistillError(
-                f"{source}: {int(bad.sum())} timestamps do not parse as numbers or dates (first {text.iloc[first]!r} "
-                f"at data row {first + 1}); write seconds since 1970 or ISO dates like 2024-01-31T12:00:00"
-            )
+        if parsed.isna().any():
+            _raise_unparsed(text, parsed.isna().to_numpy(), source)
     return pd.Series(parsed.astype("datetime64[s, UTC]").astype(np.int64).to_numpy(), index=col.index)
+
+
+def _raise_unparsed(text: pd.Series, bad: np.ndarray, source: str) -> None:
+    """Count the timestamp cells ``bad`` [N] and point at the first one."""
+    first = int(np.argmax(bad))
+    raise RankdistillError(
+        f"{source}: {int(bad.sum())} timestamps do not parse as numbers or dates (first {text.iloc[first]!r} "
+        f"at data row {first + 1}); write seconds since 1970 or ISO dates like 2024-01-31T12:00:00"
+    )
 
 
 def parse_ratings(col: pd.Series, source: str) -> pd.Series:
@@ -259,6 +304,7 @@ def read_movielens(path: Path) -> pd.DataFrame:
         raise RankdistillError(
             f"cannot parse {path} as MovieLens ratings (user, item, rating, timestamp): {str(e).strip()}"
         ) from None
+    check_fields_match_header(frame, path, "," if path.name.endswith(".csv") else "\t")
     return standardise(frame, Columns(), source=str(path))
 
 
@@ -323,6 +369,7 @@ def read_id_list(path: str | Path, column: str = "user") -> pd.Series:
         if column not in frame.columns and len(frame.columns) == 1 and _PLAIN_INT.match(str(frame.columns[0])):
             frame = pd.read_csv(path, sep=sep, header=None, names=[column], dtype=str, keep_default_na=False,
                                 na_values=[""])
+            check_fields_match_header(frame, path, sep, "user list")
     else:
         with open(path, encoding="utf-8", errors="replace") as f:
             lines = [line.strip() for line in f]

@@ -150,6 +150,13 @@ def make_split(data: Interactions, kind: str | None = None, seed: int = 0,
                  options)
 
 
+def describe_dropped(dropped: dict[str, int]) -> str:
+    """The line every command prints: ``dropped: duplicates 2, test_items_unseen_in_train 5`` (counts as in
+    ``Split.dropped``: interactions, unless the key starts with ``users_`` or ``items_``), or
+    ``dropped: nothing``."""
+    return "dropped: " + (", ".join(f"{reason} {n:,}" for reason, n in dropped.items()) or "nothing")
+
+
 def split_arguments(options: dict) -> dict:
     """The keyword arguments of make_split that cut the split ``options`` (a Split.options) again."""
     return {"kind": options["kind"], "seed": options.get("seed", 0), "ratio": options.get("ratio"),

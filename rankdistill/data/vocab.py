@@ -10,13 +10,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from rankdistill.data.io import beyond_int64, plain_integers
+
 
 class IdVocab:
     """An ordered, duplicate-free list of raw IDs; index ``i`` is the embedding row of ``ids[i]``."""
 
     def __init__(self, ids: pd.Index | np.ndarray | list) -> None:
         index = pd.Index(ids)
-        if pd.api.types.is_integer_dtype(index):
+        if pd.api.types.is_integer_dtype(index) and not beyond_int64(index):
             index = index.astype(np.int64)
         elif len(index):
             index = pd.Index(index.astype(str).to_numpy(object), dtype=object)
@@ -50,7 +52,7 @@ class IdVocab:
         query = pd.Index(raw)
         if len(query) and self.integer_ids and not pd.api.types.is_integer_dtype(query):
             text = pd.Series(query.astype(str))
-            plain = text.str.fullmatch(r"-?(0|[1-9][0-9]{0,17})").to_numpy(bool)
+            plain = plain_integers(text)
             codes = np.full(len(query), -1, np.int64)
             if plain.any():
                 codes[plain] = self._index.get_indexer(pd.Index(text[plain].astype(np.int64))).astype(np.int64)

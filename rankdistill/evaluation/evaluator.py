@@ -226,7 +226,8 @@ def hit_gains(ranking: Ranking, relevant: Csr, users: torch.Tensor | None = None
 
 def _judged(relevant: Csr, users: torch.Tensor, relevance: torch.Tensor | None
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(rows, columns, relevance float) of the judged items of ``users``."""
+    """(rows, columns, gain float) of the judged items of ``users``: the relevance, with relevance <= 0
+    (non-relevant) as gain 0 — one rule for the ranked gains, the ideal gains and the counts."""
     rows, cols = rows_of(relevant, users)
     if relevance is None:
         return rows, cols, torch.ones(len(rows), device=rows.device)
@@ -234,7 +235,7 @@ def _judged(relevant: Csr, users: torch.Tensor, relevance: torch.Tensor | None
     starts = torch.repeat_interleave(relevant.indptr[users], lengths)
     offsets = torch.arange(len(rows), device=rows.device) - torch.repeat_interleave(lengths.cumsum(0) - lengths,
                                                                                     lengths)
-    return rows, cols, relevance.to(rows.device, torch.float32)[starts + offsets]
+    return rows, cols, relevance.to(rows.device, torch.float32)[starts + offsets].clamp_min(0)
 
 
 def relevance_counts(relevant: Csr, users: torch.Tensor, relevance: torch.Tensor | None = None) -> torch.Tensor:
@@ -248,7 +249,6 @@ def ideal_gains(relevant: Csr, users: torch.Tensor, k: int, relevance: torch.Ten
     """float [U, k]: each user's positive relevances sorted descending, padded with 0 — the gains of the
     ideal ranking, from which IDCG@k is computed for every k' <= k."""
     rows, _, vals = _judged(relevant, users, relevance)
-    vals = vals.clamp_min(0)
     order = torch.argsort(vals, descending=True, stable=True)
     order = order[torch.argsort(rows[order], stable=True)]  # by row, then relevance descending
     rows, vals = rows[order], vals[order]

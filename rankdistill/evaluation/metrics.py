@@ -4,7 +4,8 @@ Inputs shared by every metric:
 
 - ``gains`` [U, K] float: relevance of the item ranked at position r (0-based) for user u, 0 when the item
   is not relevant or the position holds no candidate. Binary relevance is gains in {0, 1}. An item counts as
-  a hit when its gain is > 0.
+  a hit when its gain is > 0; a relevance <= 0 is non-relevant, so every metric (DCG included) takes a
+  negative gain as 0.
 - ``n_relevant`` [U] int: how many items are relevant (relevance > 0) for the user in total, not just in
   the top K.
 - ``ideal`` [U, >= k] float (NDCG only): the user's relevances sorted descending, padded with 0 — the gains
@@ -52,8 +53,9 @@ def binary_ideal(n_relevant: torch.Tensor, k: int, dtype: torch.dtype = torch.fl
 
 
 def dcg(gains: torch.Tensor, k: int) -> torch.Tensor:
-    r"""DCG@k = \sum_{r=1}^{k} g_r / \log_2(r + 1).  gains [U, K] -> [U]; positions beyond K count 0."""
-    g = gains[:, :k]
+    r"""DCG@k = \sum_{r=1}^{k} \max(g_r, 0) / \log_2(r + 1).  gains [U, K] -> [U]; positions beyond K count 0,
+    and so do negative gains (non-relevant, not penalised)."""
+    g = gains[:, :k].clamp_min(0)
     return (g * _discounts(g.shape[1], gains)).sum(1)
 
 

@@ -26,6 +26,7 @@ import pandas as pd
 import torch
 
 from rankdistill.data.csr import Csr
+from rankdistill.data.io import check_fields_match_header
 from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.evaluator import (PerUserMetrics, Ranking, check_names, hit_gains, ideal_gains,
                                               relevance_counts)
@@ -51,6 +52,9 @@ def read_table(path: str | Path, what: str, required: tuple[str, ...], numeric: 
             frame = pd.read_parquet(path, engine="fastparquet")
         else:
             frame = pd.read_csv(path, sep="," if kind == "csv" else "\t")
+            check_fields_match_header(frame, path, "," if kind == "csv" else "\t", f"{what} file")
+    except RankdistillError:
+        raise
     except Exception as e:  # noqa: BLE001 - any reader failure is a bad file, reported in one line
         raise RankdistillError(f"could not read {what} file {path}: {type(e).__name__}: {e}".splitlines()[0]) from e
     frame.columns = [str(c).strip() for c in frame.columns]
