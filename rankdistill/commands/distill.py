@@ -17,7 +17,7 @@ from rankdistill.data.split import make_split, parse_cut, split_arguments
 from rankdistill.errors import RankdistillError
 from rankdistill.modeldir import load, save_model
 from rankdistill.pipeline import RunConfig, distill
-from rankdistill.train import distributed
+from rankdistill.train import processes
 from rankdistill.train.knowledge import TeacherKnowledge
 
 
@@ -36,8 +36,8 @@ def same_split(a: dict, b: dict) -> bool:
 
 
 def main(args: argparse.Namespace) -> int:
-    if distributed.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
-        distributed.run_command(_main, args)  # exits every process cleanly with the status
+    if processes.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
+        processes.run_command(_main, args)  # exits every process cleanly with the status
     return _main(args)
 
 
@@ -47,7 +47,7 @@ def _main(args: argparse.Namespace) -> int:
     configure_torch(args.threads)
     student = model_config(args)
     kd = distill_config(args)
-    device = distributed.process_device()  # the CPU, or this rank's GPU under torchrun with NCCL
+    device = processes.process_device()  # the CPU, or this rank's GPU under torchrun with NCCL
     config = RunConfig(student=student, train=train_config(args), distill=kd, seed=args.seed, quiet=args.quiet,
                        device=str(device))
     teacher = load(args.teacher, device)
@@ -77,7 +77,7 @@ def _main(args: argparse.Namespace) -> int:
         raise RankdistillError("--cached-only distils from a knowledge file: give it with --knowledge FILE.parquet")
     source = None if args.cached_only else teacher.model
     trained = distill(split, source, config, knowledge=knowledge, out_dir=args.out)  # checkpoints: resumable
-    if not distributed.is_main_process():  # under torchrun rank 0 writes the model
+    if not processes.is_main_process():  # under torchrun rank 0 writes the model
         return 0
     metrics = metrics_record(trained.metrics, split, config.ks)
     records = {"train": asdict(config.train), "distill": kd.to_dict(), "seed": args.seed, "ks": list(config.ks),
