@@ -24,10 +24,8 @@ import torch
 
 from rankdistill.data.split import Split
 from rankdistill.evaluation.evaluator import Ranking, rank_all, targets
-from rankdistill.evaluation.metrics import mean_over_users
+from rankdistill.evaluation.metrics import FIDELITY_HIGHER_IS_BETTER, mean_over_users  # noqa: F401 (re-exported)
 from rankdistill.models.base import Ranker
-
-FIDELITY_HIGHER_IS_BETTER = {"overlap": True, "kendall_tau": True, "spearman": True}
 
 
 def overlap_at_k(teacher_items: torch.Tensor, student_items: torch.Tensor, k: int,
