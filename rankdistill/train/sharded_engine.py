@@ -93,6 +93,7 @@ class ShardedEngine(Engine):
         self.table_lr = model_config.lr
         self.eval_model = self._ordinary() if self.rank == 0 else None
         self._full: dict | None = None  # the full state gathered by the last validate (rank 0)
+        self._restored: dict | None = None  # the full state last restored, on every rank, until the next step
 
     def _ordinary(self) -> Ranker:
         s = self.split
@@ -138,6 +139,7 @@ class ShardedEngine(Engine):
     def reduce(self, loss: torch.Tensor, parts: dict[str, torch.Tensor],
                scale: float) -> tuple[bool, dict[str, torch.Tensor]]:
         """The global batch's loss and parts (averages of the scaled ones over ranks), one all-reduce."""
+        self._restored = None  # the weights are about to move
         names = list(parts)
         stats = torch.stack([loss.detach().float(), *(parts[k].float() for k in names)]) * scale
         dist.all_reduce(stats)
@@ -187,12 +189,14 @@ class ShardedEngine(Engine):
 
     def restore(self, state: dict | None) -> None:
         """Rank 0's full ``state`` into every rank's shards (every rank must call it)."""
-        sharding.load_full_state(self.model, state)
+        self._restored = sharding.load_full_state(self.model, state)
 
     def trained_model(self) -> Ranker:
         """The sharded model's weights as an ordinary fused model, on every rank."""
+        full = self._restored if self._restored is not None else broadcast(sharding.gather_full_state(self.model))
+        self._restored = None
         model = self._ordinary()
-        model.load_state_dict(broadcast(sharding.gather_full_state(self.model)))
+        model.load_state_dict(full)
         return model
 
     # -- checkpoints -----------------------------------------------------------------------------------

@@ -107,9 +107,9 @@ def gather_full_state(dmp: nn.Module) -> dict[str, torch.Tensor] | None:
 
 
 
-def load_full_state(dmp: nn.Module, full: dict[str, torch.Tensor] | None) -> None:
+def load_full_state(dmp: nn.Module, full: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor]:
     """Rank 0's full state (``full``, None elsewhere) into every rank's part of the sharded model; every rank
-    must call it."""
+    must call it. -> the full state (on every rank)."""
     full = broadcast(full)
     state = dmp.state_dict()
     for key, live in state.items():
@@ -121,6 +121,7 @@ def load_full_state(dmp: nn.Module, full: dict[str, torch.Tensor] | None) -> Non
         else:
             live.detach().copy_(value)
     dmp.load_state_dict(state)
+    return full
 
 
 def is_dense(name: str) -> bool:
