@@ -17,6 +17,7 @@ over the processes of a process group.
 from __future__ import annotations
 
 import copy
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 
@@ -29,47 +30,84 @@ from rankdistill.models.base import Ranker
 from rankdistill.train.checkpoint import Checkpointer
 
 
-class Engine:
-    """The interface the Trainer uses (see the module docstring); :class:`LocalEngine` documents each part."""
+class Engine(ABC):
+    """How the Trainer's loop runs the model in this process (module docstring). Methods marked *collective*
+    are called by every process together."""
 
-    model: nn.Module
+    model: nn.Module  # what the objective runs: the ranker, or a parallel wrapper around it
     device: torch.device
     identity: dict = {}  # added to a checkpoint's identity (e.g. the number of processes)
 
-    def dense_parameters(self) -> list[nn.Parameter]: raise NotImplementedError
+    @abstractmethod
+    def dense_parameters(self) -> list[nn.Parameter]:
+        """The model's weights outside the tables (towers, MLPs), trained with Adam."""
 
-    def share(self, rows: torch.Tensor) -> torch.Tensor | None: raise NotImplementedError
+    @abstractmethod
+    def share(self, rows: torch.Tensor) -> torch.Tensor | None:
+        """This process's rows of a global batch ``rows`` [B] (int64 [b]), or None to skip the batch."""
 
-    def loss_scale(self, rows: int, total: int) -> float: raise NotImplementedError
+    @abstractmethod
+    def loss_scale(self, rows: int, total: int) -> float:
+        """The factor on the loss of ``rows`` of a batch of ``total`` rows that makes the processes' averaged
+        gradients the whole batch's."""
 
-    def step(self, rows: int, total: int) -> AbstractContextManager: raise NotImplementedError
+    @abstractmethod
+    def step(self, rows: int, total: int) -> AbstractContextManager:
+        """The context of one objective call on ``rows`` of a batch of ``total`` rows (collective)."""
 
+    @abstractmethod
     def reduce(self, loss: torch.Tensor, parts: dict[str, torch.Tensor],
-               scale: float) -> tuple[bool, dict[str, torch.Tensor]]: raise NotImplementedError
+               scale: float) -> tuple[bool, dict[str, torch.Tensor]]:
+        """(whether the whole batch's loss is finite, the whole batch's loss parts, detached) from this process's
+        loss and parts computed with loss scale ``scale`` (collective: one verdict for all)."""
 
-    def after_backward(self, objective_params: list[nn.Parameter]) -> None: raise NotImplementedError
+    @abstractmethod
+    def after_backward(self, objective_params: list[nn.Parameter]) -> None:
+        """Make the gradients of the objective's own weights the whole batch's (collective)."""
 
-    def set_table_lr(self, factor: float) -> None: raise NotImplementedError
+    @abstractmethod
+    def set_table_lr(self, factor: float) -> None:
+        """Each table's learning rate: its initial one times ``factor``."""
 
-    def table_lrs(self) -> list[float]: raise NotImplementedError
+    @abstractmethod
+    def table_lrs(self) -> list[float]:
+        """The tables' current learning rates (for the epoch record)."""
 
-    def validate(self, split: Split, k: int, metric: str) -> dict[str, float]: raise NotImplementedError
+    @abstractmethod
+    def validate(self, split: Split, k: int, metric: str) -> dict[str, float]:
+        """``metric@k`` on the validation split, the same in every process (collective)."""
 
-    def snapshot(self) -> dict | None: raise NotImplementedError
+    @abstractmethod
+    def snapshot(self) -> dict | None:
+        """The current weights, kept as the best so far (right after :meth:`validate`)."""
 
-    def restore(self, state: dict | None) -> None: raise NotImplementedError
+    @abstractmethod
+    def restore(self, state: dict | None) -> None:
+        """Weights of :meth:`snapshot` (or a checkpoint's best weights) back into the model (collective)."""
 
-    def checkpointer(self, directory: str | Path, identity: dict) -> Checkpointer: raise NotImplementedError
+    @abstractmethod
+    def checkpointer(self, directory: str | Path, identity: dict) -> Checkpointer:
+        """The checkpointer of a run with ``identity`` in ``directory``."""
 
-    def save(self, checkpointer: Checkpointer, shared: dict, local: dict) -> None: raise NotImplementedError
+    @abstractmethod
+    def local_state(self) -> dict:
+        """This process's weights and tables' optimizer state, for a checkpoint."""
 
-    def load(self, checkpointer: Checkpointer) -> tuple[dict, dict] | None: raise NotImplementedError
+    @abstractmethod
+    def load_local_state(self, state: dict) -> None:
+        """:meth:`local_state` back into the model."""
 
-    def local_state(self) -> dict: raise NotImplementedError
+    @abstractmethod
+    def save(self, checkpointer: Checkpointer, shared: dict, local: dict) -> None:
+        """One checkpoint of the loop's ``shared`` fields and every process's ``local`` state (collective)."""
 
-    def load_local_state(self, state: dict) -> None: raise NotImplementedError
+    @abstractmethod
+    def load(self, checkpointer: Checkpointer) -> tuple[dict, dict] | None:
+        """(the loop's shared fields, this process's state) of the last checkpoint, or None (collective)."""
 
-    def trained_model(self) -> Ranker: raise NotImplementedError
+    @abstractmethod
+    def trained_model(self) -> Ranker:
+        """The trained weights as an ordinary ranker, in every process (collective)."""
 
     def record(self) -> dict:
         """Extra fields of each epoch's record."""
@@ -86,33 +124,26 @@ class LocalEngine(Engine):
         self.base_lrs = [t.optimizer.param_groups[0]["lr"] for t in tables]
 
     def dense_parameters(self) -> list[nn.Parameter]:
-        """The model's weights outside the tables (towers, MLPs), trained with Adam."""
         return list(self.model.dense_parameters())
 
     def share(self, rows: torch.Tensor) -> torch.Tensor | None:
-        """This process's rows of a global batch ``rows`` [B], or None to skip the batch."""
         return rows
 
     def loss_scale(self, rows: int, total: int) -> float:
-        """The factor on the loss of ``rows`` of a batch of ``total`` rows that makes the processes' averaged
-        gradients the whole batch's."""
         return 1.0
 
     def step(self, rows: int, total: int) -> AbstractContextManager:
-        """The context of one objective call on ``rows`` of a batch of ``total`` rows."""
         return nullcontext()
 
     def reduce(self, loss: torch.Tensor, parts: dict[str, torch.Tensor],
                scale: float) -> tuple[bool, dict[str, torch.Tensor]]:
-        """(whether the whole batch's loss is finite, the whole batch's loss parts) from this process's loss
-        and parts (computed with loss scale ``scale``). One host sync, none for the parts."""
+        """One host sync (the verdict), none for the parts."""
         return bool(torch.isfinite(loss)), parts
 
     def after_backward(self, objective_params: list[nn.Parameter]) -> None:
-        """Gradients of the objective's own weights, made the whole batch's (nothing to do in one process)."""
+        """Nothing to do: this process's gradients are the whole batch's."""
 
     def set_table_lr(self, factor: float) -> None:
-        """Each table's learning rate: its initial one times ``factor``."""
         for table, lr in zip(self.model.tables(), self.base_lrs):
             table.set_lr(lr * factor)
 
@@ -120,31 +151,25 @@ class LocalEngine(Engine):
         return [t.optimizer.param_groups[0]["lr"] for t in self.model.tables()]
 
     def validate(self, split: Split, k: int, metric: str) -> dict[str, float]:
-        """``metric@k`` on the validation split (the same on every process)."""
         return evaluate(self.model, split, "valid", (k,), (metric,))
 
     def snapshot(self) -> dict | None:
-        """The current weights, kept as the best so far."""
         return copy.deepcopy(self.model.state_dict())
 
     def restore(self, state: dict | None) -> None:
-        """Weights of :meth:`snapshot` (or a checkpoint's best weights) back into the model."""
         self.model.load_state_dict(state)
 
     def checkpointer(self, directory: str | Path, identity: dict) -> Checkpointer:
         return Checkpointer(directory, identity)
 
     def save(self, checkpointer: Checkpointer, shared: dict, local: dict) -> None:
-        """One checkpoint of the loop's ``shared`` fields and this process's ``local`` state."""
         checkpointer.save({**shared, **local})
 
     def load(self, checkpointer: Checkpointer) -> tuple[dict, dict] | None:
-        """(the loop's shared fields, this process's state) of the last checkpoint, or None."""
         state = checkpointer.load()
         return None if state is None else (state, state)
 
     def local_state(self) -> dict:
-        """The weights and the tables' optimizer state."""
         return {"model": self.model.state_dict(), "tables": [t.optimizer.state_dict() for t in self.model.tables()]}
 
     def load_local_state(self, state: dict) -> None:
