@@ -24,7 +24,7 @@ import torch
 
 from rankdistill.data.split import Split
 from rankdistill.evaluation.evaluator import Ranking, rank_all, targets
-from rankdistill.evaluation.metrics import FIDELITY_HIGHER_IS_BETTER, mean_over_users  # noqa: F401 (re-exported)
+from rankdistill.evaluation.metrics import mean_over_users
 from rankdistill.models.base import Ranker
 
 
