@@ -24,7 +24,7 @@ from rankdistill.models.factory import build_model
 from rankdistill.models.popularity import Popularity
 from rankdistill.train.knowledge import TeacherKnowledge
 from rankdistill.train.objectives import DistillationObjective, SupervisedObjective, supervised_options
-from rankdistill.train import distributed
+from rankdistill.train import processes
 from rankdistill.train.callbacks import JsonlLog, Progress, TensorBoard
 from rankdistill.train.trainer import FitResult, Trainer
 
@@ -116,38 +116,49 @@ def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: s
     tensorboard is installed.
 
     Under a process group (``torchrun``): torchrec's DistributedModelParallel shards the tables over the
-    processes (:mod:`rankdistill.train.distributed`); every process returns the same result."""
-    if distributed.active():
-        return distributed.train_sharded(split, model_config, run, name, objective, out_dir)
+    processes (:mod:`rankdistill.train.sharded_engine`); every process must call it and returns the same
+    result (the test metrics computed on rank 0)."""
     trainer = make_trainer(split, model_config, run, name, objective, out_dir)
     fit = trainer.fit()
-    return test_evaluated(trainer.model, fit, split, run)
+    model = trainer.engine.trained_model()
+    return test_evaluated(model, fit, split, run)
 
 
 def test_evaluated(model: Ranker, fit: FitResult | None, split: Split, run: RunConfig, **fields) -> TrainedModel:
-    """A trained model with its full-ranking test metrics (and the seconds they took)."""
+    """A trained model with its full-ranking test metrics (computed on rank 0 under a process group) and the
+    seconds they took."""
     t0 = time.perf_counter()
-    metrics = evaluate(model, split, "test", run.ks, REPORT_METRICS)
+    metrics = processes.on_main(lambda: evaluate(model, split, "test", run.ks, REPORT_METRICS))
     return TrainedModel(model, fit, metrics, test_seconds=time.perf_counter() - t0, **fields)
 
 
 def make_trainer(split: Split, model_config: ModelConfig, run: RunConfig, name: str, objective=None,
                  out_dir: str | Path | None = None) -> Trainer:
-    """The single-process Trainer of :func:`train_model`, before it fits: a fresh model (seeded by ``run.seed``,
-    so every model of one config starts from the same weights), the objective, callbacks and checkpoints."""
-    graph = split.train if model_config.kind == "lightgcn" else None  # LightGCN propagates over it
-    model = build_model(model_config, split.n_users, split.n_items, run.device, seed=run.seed, graph=graph)
-    objective = objective or SupervisedObjective.from_config(run.train, split, device=run.device)
-    callbacks = [] if run.quiet else [Progress(name)]
-    checkpoints = None
+    """The Trainer of :func:`train_model`, before it fits: a fresh model (seeded by ``run.seed``, so every
+    model of one config starts from the same weights), the objective, callbacks and checkpoints; under a
+    process group, the sharded engine over it (only rank 0 logs and prints)."""
+    main = processes.is_main_process()
+    log = Path(out_dir) / "train_log.jsonl" if out_dir is not None else None
+    if processes.active():
+        from rankdistill.train.sharded_engine import ShardedEngine, refuse_unshardable
+
+        objective = objective or SupervisedObjective.from_config(run.train, split, device=run.device)
+        refuse_unshardable(model_config, objective)
+        model = ShardedEngine(split, model_config, run.seed, run.train.batch_size, name, log=log, quiet=run.quiet)
+    else:
+        graph = split.train if model_config.kind == "lightgcn" else None  # LightGCN propagates over it
+        model = build_model(model_config, split.n_users, split.n_items, run.device, seed=run.seed, graph=graph)
+        objective = objective or SupervisedObjective.from_config(run.train, split, device=run.device)
+    callbacks = [] if run.quiet or not main else [Progress(name)]
     identity = {"model_config": asdict(model_config)}
     if isinstance(objective, DistillationObjective):
         identity["distill"] = run.distill.to_dict()
         identity["teacher"] = objective.source_identity()  # weights or knowledge, online or cached
+    checkpoints = None
     if out_dir is not None:
-        out_dir = Path(out_dir)
-        callbacks += [JsonlLog(out_dir / "train_log.jsonl"), TensorBoard(out_dir / "tensorboard", name)]
-        checkpoints = out_dir / "checkpoints" / name
+        if main:
+            callbacks += [JsonlLog(log), TensorBoard(Path(out_dir) / "tensorboard", name)]
+        checkpoints = Path(out_dir) / "checkpoints" / name
     return Trainer(model, split, objective, _seeded(run.train, run.seed), name, callbacks, checkpoints, identity)
 
 
@@ -172,7 +183,7 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
     if run.distill.kd.strip() == "auto":
         from rankdistill.auto import distill_auto
 
-        if distributed.active():
+        if processes.active():
             raise RankdistillError("--kd auto runs its pilots in one process; under torchrun name the loss with --kd")
         return distill_auto(split, teacher, run, knowledge, name, out_dir, alone)
     objective = distillation_objective(split, teacher, knowledge, run)

@@ -18,10 +18,9 @@ from rankdistill.errors import RankdistillError
 from rankdistill.modeldir import load, save_model
 from rankdistill.models.factory import build_model
 from rankdistill.models.lightgcn import LightGCN, normalized_adjacency, propagate
-from rankdistill.pipeline import RunConfig
-from rankdistill.train import distributed
 from rankdistill.train.knowledge import TeacherKnowledge
-from rankdistill.train.objectives import DistillationObjective
+from rankdistill.train.objectives import DistillationObjective, SupervisedObjective
+from rankdistill.train.sharded_engine import refuse_unshardable
 from helpers import count_table_lookups, tiny_batch, tiny_student
 
 # 3 users, 3 items: u0-{i0, i1}, u1-{i0}, u2 has no interaction; i2 has none. The pair u0-i1 is given twice.
@@ -202,7 +201,7 @@ def test_graph_of_other_sizes_is_refused():
 def test_sharded_training_is_refused(tiny_split):
     config = ModelConfig(kind="lightgcn", embedding_dim=8)
     with pytest.raises(RankdistillError, match="one process"):
-        distributed.train_sharded(tiny_split, config, RunConfig(quiet=True), "teacher")
+        refuse_unshardable(config, SupervisedObjective())
     with pytest.raises(RankdistillError, match="one process"):
         build_model(config, 5, 5, fused=False)
 

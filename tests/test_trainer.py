@@ -95,6 +95,35 @@ def test_non_finite_loss_stops_with_clear_message(tiny_split, tmp_path):
     assert torch.equal(model.item_table.weight, before)  # the bad step never reached the tables
 
 
+def test_non_finite_loss_restores_the_best_weights(tiny_split):
+    """Epoch 2 moves the weights for two steps, then its loss turns NaN: the model goes back to epoch 1's
+    weights (the best so far), as the sharded engine does (tests/test_distributed.py)."""
+    import copy
+
+    class NaNAtEpoch2Step3(SupervisedObjective):
+        def on_epoch_start(self, epoch):
+            self.epoch, self.calls = epoch, 0
+
+        def forward(self, model, users, pos, negs):
+            loss, parts = super().forward(model, users, pos, negs)
+            self.calls += 1
+            return (loss * float("nan"), parts) if (self.epoch, self.calls) >= (2, 3) else (loss, parts)
+
+    class KeepEpoch1(Callback):
+        def on_epoch_end(self, record):
+            if record["epoch"] == 1:
+                self.state = copy.deepcopy(model.state_dict())
+
+    model = build_model(ModelConfig(embedding_dim=8, lr=0.1), tiny_split.n_users, tiny_split.n_items, seed=0)
+    keep = KeepEpoch1()
+    trainer = Trainer(model, tiny_split, NaNAtEpoch2Step3("softmax", CFG.l2), CFG, "m", [keep])
+    assert trainer.steps_per_epoch >= 3
+    with pytest.raises(RankdistillError, match="non-finite at epoch 2, step 3"):
+        trainer.fit()
+    for k, v in keep.state.items():
+        assert torch.equal(model.state_dict()[k], v), k
+
+
 def test_jsonl_log_has_one_line_per_epoch(tiny_split, tmp_path):
     _fit(tiny_split, callbacks=[JsonlLog(tmp_path / "log.jsonl")])
     lines = [json.loads(x) for x in (tmp_path / "log.jsonl").read_text().splitlines()]

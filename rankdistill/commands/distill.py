@@ -33,7 +33,7 @@ from rankdistill.errors import RankdistillError
 from rankdistill.losses.registry import KD_LOSSES, parse_kd
 from rankdistill.modeldir import SavedModel, load, save_model
 from rankdistill.pipeline import distill
-from rankdistill.train import distributed
+from rankdistill.train import processes
 from rankdistill.train.alignment import TeacherAlignment
 from rankdistill.train.knowledge import TeacherKnowledge
 
@@ -64,8 +64,8 @@ def refuse_online_terms(kd: DistillConfig, why: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if distributed.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
-        distributed.run_command(_main, args)  # exits every process cleanly with the status
+    if processes.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
+        processes.run_command(_main, args)  # exits every process cleanly with the status
     return _main(args)
 
 
@@ -79,7 +79,7 @@ def _main(args: argparse.Namespace) -> int:
     else:
         data, split, source, knowledge, record = _from_teacher(args, kd, device)
     trained = distill(split, source, config, knowledge=knowledge, out_dir=args.out)  # checkpoints: resumable
-    if not distributed.is_main_process():  # under torchrun rank 0 writes the model
+    if not processes.is_main_process():  # under torchrun rank 0 writes the model
         return 0
     metrics = metrics_record(trained.metrics, split, config.ks)
     records = {"train": asdict(config.train), "distill": kd.to_dict(), "seed": args.seed, "ks": list(config.ks),

@@ -444,10 +444,10 @@ def command_device(name: str):
     import torch
 
     from rankdistill.device import resolve_device
-    from rankdistill.train import distributed
+    from rankdistill.train import processes
 
-    if distributed.active():
-        device = distributed.process_device()
+    if processes.active():
+        device = processes.process_device()
         wanted = str(name).strip().lower()
         if wanted != "auto" and torch.device(wanted).type != device.type:
             raise RankdistillError(f"--device {name}: under torchrun the device is the process group's, here "

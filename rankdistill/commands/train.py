@@ -15,7 +15,7 @@ from rankdistill.data.load import DataSpec
 from rankdistill.data.split import Split, describe_dropped
 from rankdistill.modeldir import save_model
 from rankdistill.pipeline import REPORT_METRICS, TrainedModel, train_model
-from rankdistill.train import distributed
+from rankdistill.train import processes
 
 
 def metrics_record(values: dict[str, float], split: Split, ks: tuple[int, ...], on: str = "test",
@@ -44,8 +44,8 @@ def summary_line(name: str, out: str, trained: TrainedModel, split: Split) -> st
 
 
 def main(args: argparse.Namespace) -> int:
-    if distributed.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
-        distributed.run_command(_main, args)  # exits every process cleanly with the status
+    if processes.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
+        processes.run_command(_main, args)  # exits every process cleanly with the status
     return _main(args)
 
 
@@ -57,7 +57,7 @@ def _main(args: argparse.Namespace) -> int:
     data = spec.load()
     split = split_from_args(data, args)
     trained = train_model(split, model_cfg, config, "teacher", out_dir=args.out)  # checkpoints: resumable
-    if not distributed.is_main_process():  # under torchrun rank 0 writes the model
+    if not processes.is_main_process():  # under torchrun rank 0 writes the model
         return 0
     metrics = metrics_record(trained.metrics, split, config.ks)
     records = {"train": asdict(config.train), "seed": args.seed, "ks": list(config.ks), "fit": fit_record(trained)}

@@ -27,8 +27,6 @@ from rankdistill.evaluation.evaluator import Ranking, rank_all, targets
 from rankdistill.evaluation.metrics import mean_over_users
 from rankdistill.models.base import Ranker
 
-FIDELITY_HIGHER_IS_BETTER = {"overlap": True, "kendall_tau": True, "spearman": True}
-
 
 def overlap_at_k(teacher_items: torch.Tensor, student_items: torch.Tensor, k: int,
                  teacher_valid: torch.Tensor | None = None, student_valid: torch.Tensor | None = None) -> torch.Tensor:

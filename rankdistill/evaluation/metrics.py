@@ -36,6 +36,9 @@ import torch
 
 HIGHER_IS_BETTER = {"ndcg": True, "recall": True, "precision": True, "hit": True, "mrr": True, "map": True}
 DEFAULT_METRICS = ("ndcg", "recall", "precision", "hit", "mrr", "map")
+# the fidelity metrics of rankdistill.evaluation.fidelity (student against teacher); their direction lives here
+# so that this module stays free of the evaluator and the models
+FIDELITY_HIGHER_IS_BETTER = {"overlap": True, "kendall_tau": True, "spearman": True}
 
 
 def _discounts(k: int, like: torch.Tensor) -> torch.Tensor:
@@ -136,8 +139,6 @@ def mean_over_users(per_user: torch.Tensor) -> float:
 def higher_is_better(name: str) -> bool:
     """Direction of a metric named ``name`` or ``name@k`` (ranking and fidelity metrics)."""
     base = name.partition("@")[0]
-    from rankdistill.evaluation.fidelity import FIDELITY_HIGHER_IS_BETTER
-
     table = {**HIGHER_IS_BETTER, **FIDELITY_HIGHER_IS_BETTER}
     if base not in table:
         raise KeyError(f"unknown metric {name!r}")

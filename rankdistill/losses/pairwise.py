@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from rankdistill.losses._masking import batch_denominator
+
 
 def margin_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     r"""Margin-MSE (Hofstätter et al., "Improving Efficient Neural Ranking Models with Cross-Architecture
@@ -28,7 +30,7 @@ def margin_mse(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor 
     mean = (d * m).sum(1) / n.clamp_min(1.0)
     sq = ((d - mean[:, None]) * m).square().sum(1)  # [B] Σ_i (d_i - mean)²
     pairs = (n * (n - 1.0)).sum()
-    return (2.0 * n * sq).sum() / pairs.clamp_min(1.0)
+    return (2.0 * n * sq).sum() / batch_denominator(pairs)
 
 
 def ranknet(
@@ -54,4 +56,4 @@ def ranknet(
         pair = pair & mask[:, :a, None] & mask[:, None, :]
     loss = F.softplus(-sign * sd)
     pair_f = pair.to(loss.dtype)
-    return (loss * pair_f).sum() / pair_f.sum().clamp_min(1.0)
+    return (loss * pair_f).sum() / batch_denominator(pair_f.sum())

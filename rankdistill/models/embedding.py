@@ -9,7 +9,7 @@ CPU kernels support SGD, Adagrad and row-wise Adagrad; on CUDA Adam is available
 
 ``fused=False`` builds a plain :class:`torchrec.EmbeddingBagCollection` instead, with the optimizer attached by
 ``_apply_optimizer_in_backward``: the form torchrec's DistributedModelParallel shards (it then runs the same
-fused kernel on each shard; see :mod:`rankdistill.train.distributed`). Unsharded, such a table is slow (dense
+fused kernel on each shard; see :mod:`rankdistill.train.sharding`). Unsharded, such a table is slow (dense
 gradients); build it on ``device="meta"`` when it is only a blueprint for DMP.
 """
 

@@ -47,6 +47,12 @@ def l2_penalty(fwd: Forward) -> torch.Tensor:
     return reg
 
 
+def scores_by_dot_product(model: nn.Module) -> bool:
+    """Whether ``model`` (or the ranker inside a parallel wrapper such as torchrec's DMP, whose ``module`` is the
+    unwrapped ranker) scores by user and item vectors: then in-batch negatives apply."""
+    return isinstance(getattr(model, "module", model), DotProductRanker)
+
+
 def gumbel_topk(log_weights: torch.Tensor, m: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """m positions per row without replacement, with probability ∝ exp(log_weights) (Gumbel-top-k).
 
@@ -129,7 +135,7 @@ class SupervisedObjective(nn.Module):
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
         """users [B], pos [B], negs [S] -> (loss, {part name: detached value})"""
         fwd = model(users, pos[:, None], negs)
-        return self.supervised(fwd, pos, negs, users, dot_product=isinstance(model, DotProductRanker))
+        return self.supervised(fwd, pos, negs, users, dot_product=scores_by_dot_product(model))
 
 
 def supervised_options(train, split=None, device: torch.device | str = "cpu") -> dict:
@@ -266,7 +272,7 @@ class DistillationObjective(SupervisedObjective):
         n_own = own_t.shape[1]
         # one lookup per table: scores [B, n_scored + S], and rce's long lists on their r rows alone
         fwd = with_extra_columns(model(users, own_t[:, :n_scored], negs, extra=rce_rows))
-        total, parts = self.supervised(fwd, pos, negs, users, dot_product=isinstance(model, DotProductRanker))
+        total, parts = self.supervised(fwd, pos, negs, users, dot_product=scores_by_dot_product(model))
         if self.teacher is not None and self.teacher_columns != "none":
             shared = negs if self.teacher_columns == "all" else None  # the teacher scores only what a term uses
             if self.teacher_vectors is not None:  # a frozen dot-product teacher: its vectors, computed once

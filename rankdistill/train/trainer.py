@@ -1,13 +1,17 @@
-"""Trainer: one loop for teachers, students and distillation, composed from an objective, the validation
-evaluator, callbacks and an optional checkpointer.
+"""Trainer: one loop for teachers, students and distillation, in one process or many, composed from an
+engine, an objective, the validation evaluator, callbacks and an optional checkpointer.
 
-Each epoch shuffles the training interactions with a seeded generator and cuts them into batches with
-tensor operations (users [B], positives [B], uniform negatives [S] shared by the batch); the embedding
-tables update themselves inside backward (torchrec fused optimizer), dense weights (towers, MLPs,
-projections of the objective) use Adam with optional gradient clipping. After each epoch the model is
-evaluated on the validation split; the best epoch's weights are restored at the end, and training stops
-after ``patience`` epochs without improvement. A loss that is not finite stops training before it can
-touch the weights (checked before backward), keeping the last good checkpoint.
+Each epoch shuffles the training interactions with a seeded generator and cuts them into global batches
+with tensor operations (users [B], positives [B], uniform negatives [S] shared by the batch); the engine
+(:mod:`rankdistill.train.engine`) says which rows this process takes and how its loss is scaled: all of them
+in one process (:class:`~rankdistill.train.engine.LocalEngine`), a contiguous share per process with the
+tables sharded by torchrec (:class:`~rankdistill.train.sharded_engine.ShardedEngine`). The embedding tables
+update themselves inside backward (torchrec fused optimizer), dense weights (towers, MLPs, projections of the
+objective) use Adam with optional gradient clipping. After each epoch the model is evaluated on the
+validation split; the best epoch's weights are restored at the end, and training stops after ``patience``
+epochs without improvement. A loss that is not finite (checked before backward, on the whole batch) stops
+training before it can touch the weights, restores the best weights so far and keeps the last good
+checkpoint.
 
 With a checkpoint directory, the full state is saved atomically after every epoch and a new Trainer on
 the same run resumes from it; on the CPU with a fixed seed the result equals an uninterrupted run.
@@ -15,7 +19,6 @@ the same run resumes from it; on the CPU with a fixed seed the result equals an 
 
 from __future__ import annotations
 
-import copy
 import math
 import time
 from contextlib import nullcontext
@@ -28,10 +31,10 @@ from torch import nn
 from rankdistill.config import TrainConfig
 from rankdistill.data.split import Split
 from rankdistill.errors import RankdistillError
-from rankdistill.evaluation.evaluator import evaluate
 from rankdistill.models.base import Ranker
 from rankdistill.train.callbacks import Callback
-from rankdistill.train.checkpoint import Checkpointer, fingerprint
+from rankdistill.train.checkpoint import fingerprint
+from rankdistill.train.engine import Engine, LocalEngine
 from rankdistill.train.schedule import lr_factor
 
 
@@ -45,9 +48,11 @@ class FitResult:
 
 
 class Trainer:
+    """``model``: a Ranker (trained in this process: :class:`LocalEngine`) or an :class:`Engine`."""
+
     def __init__(
         self,
-        model: Ranker,
+        model: Ranker | Engine,
         split: Split,
         objective: nn.Module,
         config: TrainConfig = TrainConfig(),
@@ -56,21 +61,21 @@ class Trainer:
         checkpoint_dir: str | Path | None = None,
         identity: dict | None = None,
     ) -> None:
-        self.model, self.split, self.objective, self.config = model, split, objective, config
+        self.engine = model if isinstance(model, Engine) else LocalEngine(model)
+        self.model, self.split, self.objective, self.config = self.engine.model, split, objective, config
         self.name, self.callbacks = name, list(callbacks)
         users, items = split.train_pairs()
-        device = model.tables()[0].weight.device if model.tables() else torch.device("cpu")
+        device = self.engine.device
         self.device = device
         self.users, self.items = torch.from_numpy(users).to(device), torch.from_numpy(items).to(device)
-        dense = list(model.dense_parameters()) + [p for p in objective.parameters() if p.requires_grad]
-        self.dense_params = dense
-        self.dense_optimizer = torch.optim.Adam(dense, lr=config.dense_lr) if dense else None
+        self.objective_params = [p for p in objective.parameters() if p.requires_grad]
+        self.dense_params = self.engine.dense_parameters() + self.objective_params
+        self.dense_optimizer = torch.optim.Adam(self.dense_params, lr=config.dense_lr) if self.dense_params else None
         self.generator = torch.Generator(device=device).manual_seed(config.seed)
         metric, _, k = config.select_metric.partition("@")
         self.select_metric, self.select_k, self._metric_name = config.select_metric, int(k), metric
-        self.base_lrs = [t.optimizer.param_groups[0]["lr"] for t in model.tables()]
         self.steps_per_epoch = math.ceil(len(self.users) / config.batch_size)
-        self.step = 0
+        self.step, self.epoch, self.epoch_steps = 0, 1, 0
         self._paused: dict | None = None  # the loop state of a paused fit (fit(stop_after=...))
         self.checkpointer = None
         if checkpoint_dir is not None:
@@ -79,17 +84,27 @@ class Trainer:
                 "train": fingerprint(split.train.indptr, split.train.indices),
                 "valid": fingerprint(split.valid.indptr, split.valid.indices)}}
             ident.update(identity or {})
-            self.checkpointer = Checkpointer(checkpoint_dir, ident)
+            ident.update(self.engine.identity)
+            self.checkpointer = self.engine.checkpointer(checkpoint_dir, ident)
 
     # -- batches -------------------------------------------------------------------------------------
-    def batches(self):
-        """Yields (users [B], positives [B], shared negatives [S]) covering every training pair once."""
+    def shares(self):
+        """Yields (users [b], positives [b], shared negatives [S], B): this process's share of each global batch
+        of B rows (all of it in one process) covering every training pair once; the permutation and the
+        negatives are the same in every process."""
         c = self.config
         perm = torch.randperm(len(self.users), generator=self.generator, device=self.device)
         for a in range(0, len(perm), c.batch_size):
             idx = perm[a : a + c.batch_size]
             negs = torch.randint(self.split.n_items, (c.negatives,), generator=self.generator, device=self.device)
-            yield self.users[idx], self.items[idx], negs
+            mine = self.engine.share(idx)
+            if mine is not None:
+                yield self.users[mine], self.items[mine], negs, len(idx)
+
+    def batches(self):
+        """Yields (users [b], positives [b], shared negatives [S]) of :meth:`shares`."""
+        for users, pos, negs, _ in self.shares():
+            yield users, pos, negs
 
     # -- one epoch -----------------------------------------------------------------------------------
     def _set_lr(self) -> None:
@@ -97,11 +112,35 @@ class Trainer:
         if c.lr_schedule == "constant" and not c.warmup_steps:
             return
         f = lr_factor(c.lr_schedule, self.step, c.epochs * self.steps_per_epoch, c.warmup_steps)
-        for table, lr in zip(self.model.tables(), self.base_lrs):
-            table.set_lr(lr * f)
+        self.engine.set_table_lr(f)
         if self.dense_optimizer is not None:
             for g in self.dense_optimizer.param_groups:
                 g["lr"] = c.dense_lr * f
+
+    def train_step(self, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor,
+                   total: int) -> dict[str, torch.Tensor]:
+        """One step on this process's rows (users [b], pos [b], negs [S]) of a global batch of ``total`` rows
+        -> the global batch's loss parts (detached; the same in every process)."""
+        self._set_lr()
+        scale = self.engine.loss_scale(len(users), total)
+        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
+                    if self.config.bf16 and self.device.type == "cuda" else nullcontext())
+        with autocast, self.engine.step(len(users), total):
+            loss, parts = self.objective(self.model, users, pos, negs)
+        finite, parts = self.engine.reduce(loss, parts, scale)
+        if not finite:  # before backward: the fused update has not run yet
+            raise NonFiniteLoss(self.epoch, self.epoch_steps + 1, {k: float(v) for k, v in parts.items()})
+        if self.dense_optimizer is not None:
+            self.dense_optimizer.zero_grad(set_to_none=True)
+        (loss if scale == 1.0 else loss * scale).backward()  # embedding rows are updated here (fused optimizer)
+        self.engine.after_backward(self.objective_params)
+        if self.dense_optimizer is not None:
+            if self.config.clip_grad_norm:
+                torch.nn.utils.clip_grad_norm_(self.dense_params, self.config.clip_grad_norm)
+            self.dense_optimizer.step()
+        self.step += 1
+        self.epoch_steps += 1
+        return parts
 
     def train_epoch(self, epoch: int) -> dict[str, float]:
         self.model.train()
@@ -110,46 +149,33 @@ class Trainer:
             self.objective.on_epoch_start(epoch)
         for cb in self.callbacks:
             cb.on_epoch_start(epoch, self.steps_per_epoch)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                    if self.config.bf16 and self.device.type == "cuda" else nullcontext())
+        self.epoch, self.epoch_steps = epoch, 0
         sums: dict[str, torch.Tensor] = {}
-        steps = 0
-        for users, pos, negs in self.batches():
-            self._set_lr()
-            with autocast:
-                loss, parts = self.objective(self.model, users, pos, negs)
-            if not bool(torch.isfinite(loss)):  # before backward: the fused update has not run yet
-                raise NonFiniteLoss(epoch, steps + 1, {k: float(v) for k, v in parts.items()})
-            if self.dense_optimizer is not None:
-                self.dense_optimizer.zero_grad(set_to_none=True)
-            loss.backward()  # embedding rows are updated here (fused optimizer)
-            if self.dense_optimizer is not None:
-                if self.config.clip_grad_norm:
-                    torch.nn.utils.clip_grad_norm_(self.dense_params, self.config.clip_grad_norm)
-                self.dense_optimizer.step()
+        for users, pos, negs, total in self.shares():
+            parts = self.train_step(users, pos, negs, total)
             for k, v in parts.items():
                 sums[k] = sums[k] + v if k in sums else v.clone()
-            steps += 1
-            self.step += 1
             for cb in self.callbacks:
                 if type(cb).on_step is not Callback.on_step:
-                    cb.on_step({k: float(v) for k, v in parts.items()}, len(users))
-        return {k: float(v) / max(steps, 1) for k, v in sums.items()}
+                    cb.on_step({k: float(v) for k, v in parts.items()}, total)
+        return {k: float(v) / max(self.epoch_steps, 1) for k, v in sums.items()}
 
     # -- the loop ------------------------------------------------------------------------------------
     def fit(self, stop_after: int | None = None) -> FitResult:
         """Train until early stopping or ``config.epochs``; the best epoch's weights are restored at the end.
 
         ``stop_after``: pause after that epoch instead (a pilot run): the weights stay those of the last epoch
-        and a later ``fit()`` on this Trainer continues from there, exactly as if it had never paused."""
-        c = self.config
+        and a later ``fit()`` on this Trainer continues from there, exactly as if it had never paused.
+        Every process of a sharded engine calls it together."""
+        c, engine = self.config, self.engine
         best, best_state, best_epoch, since, history, start_epoch = -math.inf, None, 0, 0, [], 1
         elapsed = 0.0
         resumed, self._paused = self._paused, None
         if resumed is None and self.checkpointer:
-            resumed = self.checkpointer.load()
-            if resumed is not None:
-                self._restore(resumed)
+            loaded = engine.load(self.checkpointer)
+            if loaded is not None:
+                resumed = loaded[0]
+                self._restore(loaded[1])
         if resumed is not None:
             best, best_state, best_epoch, since = resumed["best"], resumed["best_state"], resumed["best_epoch"], resumed["since"]
             history, start_epoch, elapsed = resumed["history"], resumed["epoch"] + 1, resumed["seconds"]
@@ -165,36 +191,37 @@ class Trainer:
                     losses = self.train_epoch(epoch)
                 except NonFiniteLoss as e:
                     kept = f"; the checkpoint of epoch {epoch - 1} is kept" if self.checkpointer and epoch > 1 else ""
-                    if best_state is not None:
-                        self.model.load_state_dict(best_state)
+                    if best_epoch:  # the same on every process (validation metrics are shared)
+                        engine.restore(best_state)
                     raise RankdistillError(f"training {self.name} stopped: {e}{kept}; lower the learning rate "
                                            "or add --l2") from None
                 train_s = time.perf_counter() - t0
-                valid = evaluate(self.model, self.split, "valid", (self.select_k,), (self._metric_name,))
+                valid = engine.validate(self.split, self.select_k, self._metric_name)
                 now = time.perf_counter()
                 record = {"model": self.name, "epoch": epoch, "loss": losses, "valid": valid,
                           "train_seconds": round(train_s, 3), "valid_seconds": round(now - t0 - train_s, 3),
                           "elapsed_seconds": round(now - start, 3),  # since this model's training began
                           "examples_per_second": round(len(self.users) / max(train_s, 1e-9), 1),
-                          "lr": [t.optimizer.param_groups[0]["lr"] for t in self.model.tables()]}
+                          "lr": engine.table_lrs(), **engine.record()}
                 history.append(record)
                 for cb in self.callbacks:
                     cb.on_epoch_end(record)
                 if valid[self.select_metric] > best:
                     best, best_epoch, since = valid[self.select_metric], epoch, 0
-                    best_state = copy.deepcopy(self.model.state_dict())
+                    best_state = engine.snapshot()
                 else:
                     since += 1
                 finished = since >= c.patience or epoch == c.epochs
                 if self.checkpointer:
-                    self.checkpointer.save(self._state(epoch, best, best_state, best_epoch, since, history,
-                                                       time.perf_counter() - start, finished))
+                    shared = self._shared(epoch, best, best_state, best_epoch, since, history,
+                                          time.perf_counter() - start, finished)
+                    engine.save(self.checkpointer, shared, self._local_state())
                 if finished:
                     break
                 if epoch == last and last < c.epochs:
                     paused = True
-                    self._paused = self._state(epoch, best, best_state, best_epoch, since, history,
-                                               time.perf_counter() - start, False)
+                    self._paused = self._shared(epoch, best, best_state, best_epoch, since, history,
+                                                time.perf_counter() - start, False)
         finally:
             if not paused:
                 for cb in self.callbacks:
@@ -202,53 +229,44 @@ class Trainer:
         if resumed is not None and not resumed.get("finished") and start_epoch > last:  # resumed past the pause
             self._paused = resumed
             paused = True
-        if best_state is not None and not paused:
-            self.model.load_state_dict(best_state)
+        if best_epoch and not paused:
+            engine.restore(best_state)
         best_valid = history[best_epoch - 1]["valid"] if history and best_epoch else {}
         return FitResult(best_epoch, best_valid, time.perf_counter() - start, history,
                          resumed["epoch"] if resumed is not None else 0)
 
     # -- checkpoint state ----------------------------------------------------------------------------
-    def _objective_state(self) -> dict:
-        return {k: v for k, v in self.objective.state_dict().items() if not k.startswith("teacher.")}
+    @staticmethod
+    def _shared(epoch, best, best_state, best_epoch, since, history, seconds, finished) -> dict:
+        """The loop's state, the same in every process (best_state: on the main process)."""
+        return {"epoch": epoch, "best": best, "best_state": best_state, "best_epoch": best_epoch, "since": since,
+                "history": history, "seconds": seconds, "finished": finished}
 
-    def _state(self, epoch, best, best_state, best_epoch, since, history, seconds, finished) -> dict:
+    def _local_state(self) -> dict:
+        """This process's state: the engine's (weights, tables' optimizers), the dense optimizer, the
+        objective's own weights, every random generator and the step."""
+        gen = getattr(self.objective, "generator", None)
         return {
-            "epoch": epoch, "step": self.step, "best": best, "best_state": best_state, "best_epoch": best_epoch,
-            "since": since, "history": history, "seconds": seconds, "finished": finished,
-            "model": self.model.state_dict(),
-            "tables": [t.optimizer.state_dict() for t in self.model.tables()],
+            **self.engine.local_state(),
             "dense_optimizer": self.dense_optimizer.state_dict() if self.dense_optimizer else None,
-            "objective": self._objective_state(),
-            "rng": rng_state(self),
+            "objective": {k: v for k, v in self.objective.state_dict().items() if not k.startswith("teacher.")},
+            "rng": {"trainer": self.generator.get_state(), "objective": gen.get_state() if gen is not None else None,
+                    "torch": torch.get_rng_state()},
+            "step": self.step,
         }
 
     def _restore(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        for table, opt_state in zip(self.model.tables(), state["tables"]):
-            table.optimizer.load_state_dict(opt_state)
-        restore_loop_state(self, state)
-
-
-def rng_state(trainer) -> dict:
-    """Every random generator of a training loop (trainer's, objective's, torch's), for a checkpoint."""
-    gen = getattr(trainer.objective, "generator", None)
-    return {"trainer": trainer.generator.get_state(), "objective": gen.get_state() if gen is not None else None,
-            "torch": torch.get_rng_state()}
-
-
-def restore_loop_state(trainer, state: dict) -> None:
-    """The dense optimizer, objective, random generators and step of a checkpoint, back into ``trainer``
-    (shared by the single-process and the sharded trainer; each restores its own tables)."""
-    if trainer.dense_optimizer is not None and state["dense_optimizer"] is not None:
-        trainer.dense_optimizer.load_state_dict(state["dense_optimizer"])
-    trainer.objective.load_state_dict(state["objective"], strict=False)
-    trainer.generator.set_state(state["rng"]["trainer"])
-    gen = getattr(trainer.objective, "generator", None)
-    if gen is not None and state["rng"]["objective"] is not None:
-        gen.set_state(state["rng"]["objective"])
-    torch.set_rng_state(state["rng"]["torch"])
-    trainer.step = state["step"]
+        """:meth:`_local_state` back into this process."""
+        self.engine.load_local_state(state)
+        if self.dense_optimizer is not None and state["dense_optimizer"] is not None:
+            self.dense_optimizer.load_state_dict(state["dense_optimizer"])
+        self.objective.load_state_dict(state["objective"], strict=False)
+        self.generator.set_state(state["rng"]["trainer"])
+        gen = getattr(self.objective, "generator", None)
+        if gen is not None and state["rng"]["objective"] is not None:
+            gen.set_state(state["rng"]["objective"])
+        torch.set_rng_state(state["rng"]["torch"])
+        self.step = state["step"]
 
 
 class NonFiniteLoss(Exception):
