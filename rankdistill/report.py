@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from rankdistill.paths import atomic_write_text
 from rankdistill.pipeline import REPORT_METRICS, RunConfig, RunResult, config_dict, gap_recovered
 
 MODEL_ORDER = ("popularity", "teacher", "student", "distilled")
@@ -147,10 +148,10 @@ def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     j, m = out / "report.json", out / "report.md"
-    j.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(j, json.dumps(report, indent=2) + "\n")
     text = markdown(report)
     if report["sizes"]:
         plot_sizes(report, out / "sizes.png")
         text += "\n## Quality against size\n\n" + sizes_table(report) + "\n\n![NDCG@20 against parameters](sizes.png)\n"
-    m.write_text(text)
+    atomic_write_text(m, text)
     return j, m

@@ -15,7 +15,8 @@ from rankdistill.commands.train import fit_record, metrics_record, split_args_gi
 from rankdistill.data.load import DataSpec
 from rankdistill.data.split import make_split, parse_cut, split_arguments
 from rankdistill.errors import RankdistillError
-from rankdistill.modeldir import load, save_model
+from rankdistill.modeldir import check_output, load, save_model
+from rankdistill.outlock import lock_output
 from rankdistill.pipeline import RunConfig, distill
 from rankdistill.train import distributed
 from rankdistill.train.knowledge import TeacherKnowledge
@@ -36,9 +37,10 @@ def same_split(a: dict, b: dict) -> bool:
 
 
 def main(args: argparse.Namespace) -> int:
-    if distributed.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
-        distributed.run_command(_main, args)  # exits every process cleanly with the status
-    return _main(args)
+    with lock_output(check_output(args.out)):  # before any work; one command at a time per --out
+        if distributed.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
+            distributed.run_command(_main, args)  # exits every process cleanly with the status
+        return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:

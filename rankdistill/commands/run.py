@@ -10,6 +10,8 @@ from pathlib import Path
 from rankdistill.config import DistillConfig, ModelConfig, TrainConfig
 from rankdistill.data.load import DataSpec
 from rankdistill.errors import RankdistillError
+from rankdistill.outlock import lock_output
+from rankdistill.paths import output_dir
 from rankdistill.pipeline import RunConfig, run
 from rankdistill.report import build_report, table, write_report
 
@@ -79,6 +81,11 @@ def main(args: argparse.Namespace) -> int:
         seed=args.seed, quiet=args.quiet, sizes=parse_sizes(args.sizes),
     )
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    with lock_output(output_dir(out, replaces=False)):  # before any work; one command at a time per --out
+        return _run(args, config, out)
+
+
+def _run(args: argparse.Namespace, config: RunConfig, out: Path) -> int:
     data = DataSpec.from_args(args).load()
     result = run(data, config, out)
     report = build_report(result, config)

@@ -12,7 +12,8 @@ from dataclasses import asdict
 from rankdistill.data.interactions import Interactions
 from rankdistill.data.load import DataSpec
 from rankdistill.data.split import Split, make_split
-from rankdistill.modeldir import save_model
+from rankdistill.modeldir import check_output, save_model
+from rankdistill.outlock import lock_output
 from rankdistill.pipeline import REPORT_METRICS, RunConfig, TrainedModel, train_model
 from rankdistill.train import distributed
 
@@ -51,9 +52,10 @@ def summary_line(name: str, out: str, trained: TrainedModel, split: Split) -> st
 
 
 def main(args: argparse.Namespace) -> int:
-    if distributed.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
-        distributed.run_command(_main, args)  # exits every process cleanly with the status
-    return _main(args)
+    with lock_output(check_output(args.out)):  # before any work; one command at a time per --out
+        if distributed.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
+            distributed.run_command(_main, args)  # exits every process cleanly with the status
+        return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:
