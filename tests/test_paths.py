@@ -335,3 +335,70 @@ def test_other_ranks_of_one_torchrun_command_do_not_take_the_lock(tmp_path, monk
         monkeypatch.setenv("RANK", "1")
         with lock_output(tmp_path / "m"):
             pass
+
+
+# -- item 11: the output files of the other commands ---------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory, tiny_frame):
+    d = tmp_path_factory.mktemp("teacher")
+    tiny_frame.to_csv(d / "log.csv", index=False)
+    assert main(["train", "--data", str(d / "log.csv"), "--out", str(d / "t"), *FAST]) == 0
+    return d / "t"
+
+
+def test_recommend_out_that_is_a_folder(teacher, tmp_path, capsys):
+    (tmp_path / "r.csv").mkdir()
+    assert main(["recommend", "--model", str(teacher), "--out", str(tmp_path / "r.csv")]) == 2
+    assert _one_error_line(capsys) == f"error: --out {tmp_path / 'r.csv'} is a folder; name a file"
+
+
+def test_recommend_out_under_proc_is_refused_before_ranking(teacher, capsys, monkeypatch):
+    monkeypatch.setattr("rankdistill.commands.recommend.top_k", _NoLoad(monkeypatch))
+    assert main(["recommend", "--model", str(teacher), "--out", "/proc/rankdistill-test.csv"]) == 2
+    assert "cannot create files in /proc" in _one_error_line(capsys)
+
+
+def test_data_synth_out_under_proc(capsys, monkeypatch):
+    monkeypatch.setattr("rankdistill.commands.data.make_synthetic", _NoLoad(monkeypatch))
+    assert main(["data", "synth", "--out", "/proc/rankdistill-test.csv"]) == 2
+    assert "cannot create files in /proc" in _one_error_line(capsys)
+
+
+def test_evaluate_per_user_under_a_file(tmp_path, capsys):
+    (tmp_path / "f").write_text("")
+    for name in ("run.csv", "qrels.csv"):
+        (tmp_path / name).write_text("user,item,score\n1,2,0.5\n")
+    assert main(["evaluate", "--run", str(tmp_path / "run.csv"), "--qrels", str(tmp_path / "qrels.csv"),
+                 "--per-user", str(tmp_path / "f" / "u.parquet")]) == 2
+    assert f"{tmp_path / 'f'} is a file, not a folder" in _one_error_line(capsys)
+
+
+def test_evaluate_model_out_that_is_a_folder(teacher, tmp_path, capsys):
+    assert main(["evaluate", "--model", str(teacher), "--out", str(tmp_path)]) == 2
+    assert _one_error_line(capsys) == f"error: --out {tmp_path} is a folder; name a file"
+
+
+def test_distill_into_the_teachers_own_directory_is_refused(teacher, capsys):
+    config = (teacher / "config.json").read_text()
+    assert main(["distill", "--teacher", str(teacher), "--out", str(teacher), *FAST]) == 2
+    assert "is the teacher's directory: the student would replace the teacher" in _one_error_line(capsys)
+    assert (teacher / "config.json").read_text() == config
+
+
+def test_distill_knowledge_file_under_proc(teacher, tmp_path, capsys):
+    assert main(["distill", "--teacher", str(teacher), "--out", str(tmp_path / "s"), "--knowledge",
+                 "/proc/rankdistill-test.parquet", *FAST]) == 2
+    assert "--knowledge /proc/rankdistill-test.parquet: cannot create files in /proc" in _one_error_line(capsys)
+    assert not (tmp_path / "s").exists()
+
+
+def test_full_disk_while_writing_recommendations(teacher, tmp_path, capsys, monkeypatch):
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("pandas.DataFrame.to_csv", full)
+    assert main(["recommend", "--model", str(teacher), "--out", str(tmp_path / "r.csv")]) == 2
+    assert _one_error_line(capsys) == (f"error: cannot write {tmp_path / 'r.csv'}: no space left on device; "
+                                       "free some space or write elsewhere")
+    assert _temporaries(tmp_path) == []

@@ -9,6 +9,7 @@ test interactions.
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from dataclasses import asdict
 
 from rankdistill.commands.train import fit_record, metrics_record, split_args_given, split_from_args, summary_line
@@ -17,6 +18,7 @@ from rankdistill.data.split import make_split, parse_cut, split_arguments
 from rankdistill.errors import RankdistillError
 from rankdistill.modeldir import check_output, load, save_model
 from rankdistill.outlock import lock_output
+from rankdistill.paths import input_path, output_file
 from rankdistill.pipeline import RunConfig, distill
 from rankdistill.train import distributed
 from rankdistill.train.knowledge import TeacherKnowledge
@@ -37,7 +39,13 @@ def same_split(a: dict, b: dict) -> bool:
 
 
 def main(args: argparse.Namespace) -> int:
-    with lock_output(check_output(args.out)):  # before any work; one command at a time per --out
+    out = check_output(args.out)
+    if out == input_path(args.teacher, "teacher model directory"):
+        raise RankdistillError(f"--out {args.out} is the teacher's directory: the student would replace the "
+                               "teacher; name another --out")
+    if args.knowledge:
+        (input_path if Path(args.knowledge).exists() else output_file)(args.knowledge, "--knowledge")
+    with lock_output(out):  # before any work; one command at a time per --out
         if distributed.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
             distributed.run_command(_main, args)  # exits every process cleanly with the status
         return _main(args)

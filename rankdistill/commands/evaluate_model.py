@@ -20,6 +20,7 @@ from rankdistill.commands.train import metrics_record
 from rankdistill.data.load import DataSpec
 from rankdistill.evaluation.evaluator import evaluate
 from rankdistill.modeldir import load, write_metrics
+from rankdistill.paths import output_file
 from rankdistill.pipeline import REPORT_METRICS
 
 
@@ -41,6 +42,8 @@ def main(args: argparse.Namespace) -> int:
     from rankdistill.commands.run import configure_torch
 
     configure_torch(getattr(args, "threads", None) or int(os.environ.get("RANKDISTILL_THREADS", "1")))
+    if getattr(args, "out", None):
+        output_file(args.out)  # before any work
     spec = DataSpec.from_args(args) if getattr(args, "data", None) else None
     ks = parse_ks(args.k) if getattr(args, "k", None) else None
     metrics = parse_metrics(args.metrics) if getattr(args, "metrics", None) else REPORT_METRICS
