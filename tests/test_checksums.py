@@ -115,3 +115,31 @@ def test_damaged_model_weights_on_the_command_line(model_dir, capsys):
     assert main(["recommend", "--model", str(model_dir), "--out", str(model_dir.parent / "r.csv")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "weights.pt is damaged" in err[0]
+
+
+class _Planted:
+    """What a hostile torch file could hold: unpickling it would run code (here: write a file)."""
+
+    def __init__(self, target):
+        self.target = target
+
+    def __reduce__(self):
+        return (open, (str(self.target), "w"))
+
+
+def test_checkpoint_holding_python_objects_is_refused_without_running_them(tiny_split, tmp_path):
+    ckpt = tmp_path / "ckpt"
+    ckpt.mkdir()
+    torch.save({"format": "rankdistill-checkpoint", "identity": {}, "x": _Planted(tmp_path / "planted")},
+               ckpt / "last.pt")
+    with pytest.raises(RankdistillError, match="is not a rankdistill checkpoint"):
+        _fit(tiny_split, ckpt)
+    assert not (tmp_path / "planted").exists()
+
+
+def test_truncated_checkpoint_is_refused(tiny_split, tmp_path):
+    _fit(tiny_split, tmp_path)
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(RankdistillError, match=r"cannot read checkpoint .*last.pt \(.*\); delete"):
+        _fit(tiny_split, tmp_path)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 from pathlib import Path
 
 import numpy as np
@@ -141,14 +142,17 @@ def read_checkpoint(path: Path) -> dict:
     """The state saved at ``path`` by :meth:`Checkpointer.save`, its identity included; refuses a file that is
     not a rankdistill checkpoint and one whose contents no longer match its checksum."""
     start_over = f"delete {path} to start this model's training over"
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:  # a checkpoint we did not write, or a damaged disk
-        raise RankdistillError(f"cannot read checkpoint {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                               f"{start_over}") from None
+    foreign = (f"{path} is not a rankdistill checkpoint (another program's torch file, or one from an older "
+               f"rankdistill); {start_over}")
+    try:  # weights_only: a checkpoint holds tensors and plain values only, so no foreign pickle code ever runs
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # objects a checkpoint never holds
+        raise RankdistillError(foreign) from None
+    except Exception as e:  # a damaged or truncated file
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise RankdistillError(f"cannot read checkpoint {path} ({type(e).__name__}: {first}); {start_over}") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT or "identity" not in state:
-        raise RankdistillError(f"{path} is not a rankdistill checkpoint (another program's torch file, or one "
-                               f"from an older rankdistill); {start_over}")
+        raise RankdistillError(foreign)
     saved = state.get("checksum")
     if saved != state_checksum({k: v for k, v in state.items() if k not in _OWN_KEYS}):
         raise RankdistillError(f"checkpoint {path} is damaged: its contents no longer match the checksum saved "
