@@ -67,7 +67,7 @@ def _hash_into(h, value: object) -> None:
     if isinstance(value, torch.Tensor):
         t = value.detach().cpu().contiguous()
         h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # the buffer itself, no copy
     elif isinstance(value, dict):
         h.update(f"D{len(value)}".encode())
         for k in sorted(value, key=repr):
@@ -79,7 +79,10 @@ def _hash_into(h, value: object) -> None:
             _hash_into(h, v)
     elif isinstance(value, np.ndarray):
         h.update(f"N{value.dtype}{value.shape}".encode())
-        h.update(np.ascontiguousarray(value).tobytes())
+        if value.dtype.hasobject:
+            _hash_into(h, value.tolist())
+        else:
+            h.update(np.ascontiguousarray(value).reshape(-1).view(np.uint8))
     elif value is None or isinstance(value, (bool, int, float, str, bytes)):
         h.update(repr(value).encode())
     else:  # an object torch pickled (e.g. a torch.Size is a tuple; anything else by its type)
