@@ -44,8 +44,9 @@ def as_indices(values: object, what: str, n: int, device: torch.device, ndim: in
     bad = (t < 0) | (t >= n)
     if bool(bad.any()):
         value = int(t[bad][0])
+        unknown = " (-1 is what encode gives an ID the model does not know)" if value == -1 else ""
         raise RankdistillError(f"{what} index {value} is out of range: the model has {n:,} {what}s (rows 0 to "
-                               f"{n - 1:,}); {fix}")
+                               f"{n - 1:,}){unknown}; {fix}")
     return t.to(device=device, dtype=torch.int64)
 
 
