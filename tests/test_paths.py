@@ -402,3 +402,16 @@ def test_full_disk_while_writing_recommendations(teacher, tmp_path, capsys, monk
     assert _one_error_line(capsys) == (f"error: cannot write {tmp_path / 'r.csv'}: no space left on device; "
                                        "free some space or write elsewhere")
     assert _temporaries(tmp_path) == []
+
+
+def test_evaluate_model_in_a_read_only_directory_says_so_before_evaluating(teacher, capsys, monkeypatch):
+    monkeypatch.setattr("rankdistill.commands.evaluate_model.evaluate", _NoLoad(monkeypatch))
+
+    def read_only(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr("tempfile.mkdtemp", read_only)
+    assert main(["evaluate", "--model", str(teacher)]) == 2
+    assert _one_error_line(capsys) == (f"error: metrics file (choose another with --out) {teacher / 'metrics.json'}: "
+                                       f"cannot create files in {teacher} (read-only file system); "
+                                       "choose a directory you can write to")
