@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     except RankdistillError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except OSError as e:  # a full disk or a read-only folder that no check caught earlier: one line, status 2
+    except (OSError, RuntimeError) as e:  # a full disk or read-only folder no check caught: one line, status 2
         from rankdistill.paths import environment_error
 
         if (error := environment_error(e)) is None:

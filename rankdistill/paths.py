@@ -4,8 +4,8 @@
 - :func:`output_dir` / :func:`output_file`: a path to write is not a file where a directory is wanted (or
   the reverse), not the working directory or one above it, and its nearest existing folder accepts new
   files (a read-only folder or file system, ``/proc``, a full quota are found here, not after training).
-- :func:`writing`: turns an operating-system error while writing (no space left, read-only, permission)
-  into one :class:`RankdistillError` naming the path.
+- :func:`writing`: turns an operating-system error while writing (no space left, read-only, permission),
+  also when torch re-raises it as a RuntimeError, into one :class:`RankdistillError` naming the path.
 - :func:`atomic_write_text`: a text file written to a temporary sibling and renamed into place; the
   temporary is removed on every failure.
 
@@ -33,10 +33,26 @@ ENVIRONMENT_ERRNOS = (*_DISK_FULL, errno.EROFS, errno.EACCES, errno.EPERM, errno
 UNEXPECTED_ERRNOS = (*_DISK_FULL, errno.EROFS, errno.EACCES, errno.EPERM, errno.ELOOP)
 
 
-def environment_error(e: OSError) -> RankdistillError | None:
+def os_error_behind(e: BaseException) -> OSError | None:
+    """``e`` when it is an OSError, else the OSError it was raised while handling (or from), if any.
+
+    torch.save on a full disk raises RuntimeError("... unexpected pos ...") while handling the OSError of the
+    write that failed; the OSError is the cause a user can act on."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
+def environment_error(e: BaseException) -> RankdistillError | None:
     """The user-facing error of an OSError the environment caused (disk full, read-only, permission, link
-    loop) that no check caught earlier; None for any other, which stays a bug with its traceback."""
-    if e.errno not in UNEXPECTED_ERRNOS:
+    loop) that no check caught earlier, also behind torch's RuntimeError; None for any other error, which
+    stays a bug with its traceback."""
+    e = os_error_behind(e)
+    if e is None or e.errno not in UNEXPECTED_ERRNOS:
         return None
     where = f" {e.filename}" if e.filename else ""
     fix = "free some space or write elsewhere" if e.errno in _DISK_FULL else "check the path and its permissions"
@@ -134,8 +150,9 @@ def writing(path: str | Path) -> Iterator[None]:
     """An OSError of the environment inside the block becomes a RankdistillError naming ``path``."""
     try:
         yield
-    except OSError as e:
-        if e.errno not in ENVIRONMENT_ERRNOS:
+    except (OSError, RuntimeError) as raised:
+        e = os_error_behind(raised)
+        if e is None or e.errno not in ENVIRONMENT_ERRNOS:
             raise
         where = e.filename or path
         fix = "free some space or write elsewhere" if e.errno in _DISK_FULL else "write elsewhere"

@@ -190,18 +190,52 @@ def test_output_dir_leaves_no_probe_behind(tmp_path):
 
 # -- item 12: a full disk ------------------------------------------------------------------------------------
 
-def _full_disk_after(n_bytes):
-    """A torch.save that writes ``n_bytes`` to its file, then fails as a full disk does."""
+class _FullDiskFile:
+    """A file opened for writing on a disk with ``room`` bytes left: the write that would pass it raises
+    OSError(ENOSPC), as the kernel does (torch.save then raises RuntimeError 'unexpected pos' over it)."""
 
-    def save(obj, f, *args, **kwargs):
-        f.write(b"\0" * n_bytes)
-        raise OSError(errno.ENOSPC, "No space left on device")
+    def __init__(self, f, room):
+        self.f, self.room = f, room
 
-    return save
+    def write(self, data):
+        if len(data) > self.room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self.room -= len(data)
+        return self.f.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.f, name)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.f.close()
+        return False
+
+
+def _full_disk(monkeypatch, module, room=1000):
+    """Files ``module`` opens for writing get ``room`` bytes before the disk is full."""
+    import builtins
+
+    def fake_open(path, mode="r", *args, **kwargs):
+        f = builtins.open(path, mode, *args, **kwargs)
+        return _FullDiskFile(f, room) if "w" in mode or "a" in mode else f
+
+    monkeypatch.setattr(module, "open", fake_open, raising=False)
+
+
+def test_torch_save_on_a_full_disk_raises_runtime_error_over_the_os_error(tmp_path):
+    """Why the checks look behind RuntimeError: what torch.save raises when a write fails."""
+    with open(tmp_path / "x.pt", "wb") as f, pytest.raises(RuntimeError, match="unexpected pos") as info:
+        torch.save({"w": torch.zeros(1000)}, _FullDiskFile(f, 1000))
+    assert isinstance(info.value.__context__, OSError) and info.value.__context__.errno == errno.ENOSPC
 
 
 def test_full_disk_while_checkpointing_is_one_error_line(tmp_path, log_csv, capsys, monkeypatch):
-    monkeypatch.setattr("rankdistill.train.checkpoint.torch.save", _full_disk_after(1000))
+    import rankdistill.train.checkpoint
+
+    _full_disk(monkeypatch, rankdistill.train.checkpoint)
     out = tmp_path / "m"
     assert main(["train", "--data", str(log_csv), "--out", str(out), *FAST]) == 2
     line = _one_error_line(capsys)
@@ -214,7 +248,9 @@ def test_full_disk_while_writing_the_model_keeps_the_old_one(tmp_path, log_csv, 
     out = tmp_path / "m"
     assert main(["train", "--data", str(log_csv), "--out", str(out), *FAST]) == 0
     weights = (out / "weights.pt").read_bytes()
-    monkeypatch.setattr("rankdistill.modeldir.torch.save", _full_disk_after(1000))
+    import rankdistill.modeldir
+
+    _full_disk(monkeypatch, rankdistill.modeldir)
     capsys.readouterr()
     assert main(["train", "--data", str(log_csv), "--out", str(out), *FAST]) == 2  # resumes, then saves
     assert "no space left on device" in _one_error_line(capsys)
@@ -260,24 +296,11 @@ def test_atomic_write_text_removes_its_temporary_on_a_full_disk(tmp_path, monkey
 
 
 def test_full_disk_while_logging_an_epoch(tmp_path, monkeypatch):
+    import rankdistill.train.callbacks
     from rankdistill.train.callbacks import JsonlLog
 
     log = JsonlLog(tmp_path / "train_log.jsonl")
-
-    class Full:
-        def __init__(self, *args, **kwargs):
-            pass
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
-        def write(self, text):
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr("builtins.open", Full)
+    _full_disk(monkeypatch, rankdistill.train.callbacks, room=0)
     with pytest.raises(RankdistillError, match=r"train_log.jsonl: no space left on device"):
         log.on_epoch_end({"epoch": 1})
 
