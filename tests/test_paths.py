@@ -438,3 +438,18 @@ def test_evaluate_model_in_a_read_only_directory_says_so_before_evaluating(teach
     assert _one_error_line(capsys) == (f"error: metrics file (choose another with --out) {teacher / 'metrics.json'}: "
                                        f"cannot create files in {teacher} (read-only file system); "
                                        "choose a directory you can write to")
+
+
+def test_writing_leaves_other_errors_alone(tmp_path):
+    """Only errors of the environment become one line; a bug keeps its type and traceback."""
+    from rankdistill.paths import writing
+
+    with pytest.raises(RuntimeError, match="a bug"):
+        with writing(tmp_path / "x"):
+            raise RuntimeError("a bug")
+    with pytest.raises(ValueError, match="a bug too"):
+        with writing(tmp_path / "x"):
+            raise ValueError("a bug too") from OSError(errno.ENOSPC, "No space left on device")
+    with pytest.raises(OSError, match="Bad file descriptor"):
+        with writing(tmp_path / "x"):
+            raise OSError(errno.EBADF, "Bad file descriptor")
