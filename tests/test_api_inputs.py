@@ -95,3 +95,12 @@ def test_evaluate_refuses_what_is_not_a_model(tiny_split):
 
 def test_no_users_gives_no_rows(model):
     assert model.score_all([]).shape == (0, 20)
+
+
+def test_distill_accepts_a_loaded_teacher_directory(tmp_path, tiny_frame, tiny_split, tiny_run_config):
+    data = Interactions.from_frame(tiny_frame, "tiny")
+    teacher = build_model(ModelConfig(embedding_dim=16), data.n_users, data.n_items, seed=3)
+    saved = rd.load(rd.save_model(tmp_path / "t", teacher, ModelConfig(embedding_dim=16), data, tiny_split))
+    from_dir = rd.distill(tiny_split, saved, tiny_run_config)
+    from_model = rd.distill(tiny_split, saved.model, tiny_run_config)
+    assert from_dir.metrics == from_model.metrics
