@@ -453,3 +453,13 @@ def test_writing_leaves_other_errors_alone(tmp_path):
     with pytest.raises(OSError, match="Bad file descriptor"):
         with writing(tmp_path / "x"):
             raise OSError(errno.EBADF, "Bad file descriptor")
+
+
+@pytest.mark.parametrize("command", ["run", "distill"])
+def test_run_and_distill_also_refuse_an_out_in_use(teacher, tmp_path, capsys, monkeypatch, command):
+    out = tmp_path / "o"
+    _NoLoad(monkeypatch)
+    extra = ["--teacher", str(teacher)] if command == "distill" else []
+    with lock_output(out):
+        assert main([command, *extra, "--out", str(out), "--quiet"]) == 2
+    assert "is in use by another rankdistill command" in _one_error_line(capsys)
