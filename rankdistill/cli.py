@@ -3,8 +3,9 @@
 This module only parses arguments; each command lives in ``rankdistill/commands/<name>.py`` as a function
 of the parsed arguments that returns the exit status.
 
-User mistakes (bad paths, bad options, bad data) print one ``error: ...`` line on stderr and exit with
-status 2; anything else is a bug and keeps its traceback.
+User mistakes (bad paths, bad options, bad data) and a broken environment (a full disk, a read-only folder:
+:func:`rankdistill.paths.environment_error`) print one ``error: ...`` line on stderr and exit with status 2;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations

@@ -9,8 +9,8 @@ test interactions.
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 from dataclasses import asdict
+from pathlib import Path
 
 from rankdistill.commands.train import fit_record, metrics_record, split_args_given, split_from_args, summary_line
 from rankdistill.data.load import DataSpec
