@@ -123,7 +123,7 @@ class _ChunkScorer:
         if (a, b) == (0, self.n_items):
             return out.copy_(self.model.score_all(users))
         cand = torch.arange(a, b, device=users.device).expand(len(users), -1)
-        return out.copy_(self.model.score(users, cand))
+        return out.copy_(self.model.forward(users, cand).scores)  # score() less its index check: indices built here
 
 
 @torch.no_grad()

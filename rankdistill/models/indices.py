@@ -41,9 +41,9 @@ def as_indices(values: object, what: str, n: int, device: torch.device, ndim: in
     if t.dim() != ndim:
         want = "1-D [B]" if ndim == 1 else "2-D [B, L]"
         raise RankdistillError(f"{what} indices must be {want}, got shape {tuple(t.shape)}")
-    bad = (t < 0) | (t >= n)
-    if bool(bad.any()):
-        value = int(t[bad][0])
+    lo, hi = torch.aminmax(t) if t.numel() else (torch.tensor(0), torch.tensor(0))
+    if bool((lo < 0) | (hi >= n)):  # one pass, one sync; the first bad value is looked for only on failure
+        value = int(t[(t < 0) | (t >= n)][0])
         unknown = " (-1 is what encode gives an ID the model does not know)" if value == -1 else ""
         raise RankdistillError(f"{what} index {value} is out of range: the model has {n:,} {what}s (rows 0 to "
                                f"{n - 1:,}){unknown}; {fix}")
