@@ -3,8 +3,9 @@
 This module only parses arguments; each command lives in ``rankdistill/commands/<name>.py`` as a function
 of the parsed arguments that returns the exit status.
 
-User mistakes (bad paths, bad options, bad data) print one ``error: ...`` line on stderr and exit with
-status 2; anything else is a bug and keeps its traceback.
+User mistakes (bad paths, bad options, bad data) and a broken environment (a full disk, a read-only folder:
+:func:`rankdistill.paths.environment_error`) print one ``error: ...`` line on stderr and exit with status 2;
+anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -123,6 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         return getattr(importlib.import_module(module), func)(args)
     except RankdistillError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except (OSError, RuntimeError) as e:  # a full disk or read-only folder no check caught: one line, status 2
+        from rankdistill.paths import environment_error
+
+        if (error := environment_error(e)) is None:
+            raise
+        print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

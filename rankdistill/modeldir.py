@@ -9,14 +9,19 @@
                            metrics at save time
       user_vocab.parquet   raw user IDs, row i = embedding row i (IdVocab.save)
       item_vocab.parquet   raw item IDs
-      weights.pt           the model's state_dict (torch.save), the torchrec tables' live weights included
+      weights.pt           the model's state_dict (torch.save), the torchrec tables' live weights included;
+                           config.json's ``weights_checksum`` is its state_checksum, checked at every load
       metrics.json         the latest test metrics (train / distill, then ``rankdistill evaluate --model``)
       train_pairs.parquet  the training interactions, user and item rows (raw IDs through the vocabularies):
                            what ``distill``'s leakage guard compares with a student's held-out interactions
 
 ``rankdistill.load(path)`` rebuilds the model with :func:`rankdistill.models.factory.build_model` and loads
 the weights into it. A directory is written to a temporary sibling first and renamed into place, so a job
-killed mid-write never leaves a half-written model under the final name.
+killed mid-write never leaves a half-written model under the final name; on any failure (a full disk
+included: RankdistillError naming the path) the temporary is removed and a model already at the path is kept.
+
+Commands check their ``--out`` with :func:`check_output` before any work, so nothing is trained, and no
+checkpoint or log written, for a directory that would then be refused.
 """
 
 from __future__ import annotations
@@ -40,6 +45,8 @@ from rankdistill.data.vocab import IdVocab
 from rankdistill.errors import RankdistillError
 from rankdistill.models.base import Ranker
 from rankdistill.models.factory import build_model
+from rankdistill.paths import atomic_write_text, input_path, output_dir, writing
+from rankdistill.train.checkpoint import state_checksum
 
 FORMAT = "rankdistill-model"
 VERSION = 1
@@ -114,8 +121,8 @@ def save_model(path: str | Path, model: Ranker, model_config: ModelConfig, data:
     """Write a model directory (layout in the module docstring). ``records`` adds JSON-able entries to
     config.json (training settings, the teacher, ...); ``metrics`` goes to config.json and metrics.json.
     An existing model directory at ``path`` is replaced; any other existing, non-empty path is refused."""
-    out = Path(path)
-    _check_replaceable(out)
+    out = check_output(path)
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     config = {
         "format": FORMAT, "version": VERSION, "name": name,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -124,35 +131,55 @@ def save_model(path: str | Path, model: Ranker, model_config: ModelConfig, data:
                  "dropped": split.dropped},  # reading, filtering and the split's unseen users and items
         "split": split.options or {"kind": split.kind},
         **(records or {}),
+        "weights_checksum": state_checksum(state),
         "metrics": metrics or {},
     }
-    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
     tmp = out.parent / f".{out.name}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    with writing(out):
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        try:
+            with open(tmp / WEIGHTS, "wb") as f:  # a file object: a full disk raises OSError, not torch's RuntimeError
+                torch.save(state, f)
+            data.user_vocab.save(tmp / USER_VOCAB)
+            data.item_vocab.save(tmp / ITEM_VOCAB)
+            users, items = split.train_pairs()
+            pd.DataFrame({"user": users.astype(np.int32), "item": items.astype(np.int32)}).to_parquet(
+                tmp / TRAIN_PAIRS, engine="fastparquet", index=False)
+            (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
+            if metrics is not None:
+                write_metrics(tmp, metrics)
+            _move_into_place(tmp, out)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """The training run's checkpoints and logs move into ``tmp``, which then replaces ``out``; on a failure
+    the run's files go back and an old model at ``out`` stays where it was."""
+    moved = []
     try:
-        torch.save(state, tmp / WEIGHTS)
-        data.user_vocab.save(tmp / USER_VOCAB)
-        data.item_vocab.save(tmp / ITEM_VOCAB)
-        users, items = split.train_pairs()
-        pd.DataFrame({"user": users.astype(np.int32), "item": items.astype(np.int32)}).to_parquet(
-            tmp / TRAIN_PAIRS, engine="fastparquet", index=False)
-        (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=_json_default) + "\n")
-        if metrics is not None:
-            write_metrics(tmp, metrics)
         for name in RUN_ARTIFACTS:  # the training run's checkpoints and logs stay with the model
             if (out / name).exists():
                 (out / name).rename(tmp / name)
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            out.rename(old)
+                moved.append(name)
+        if not out.exists():
             tmp.rename(out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
+            return
+        old = out.parent / f".{out.name}.old-{os.getpid()}"
+        out.rename(old)
+        try:
             tmp.rename(out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return out
+        except OSError:
+            old.rename(out)
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError:
+        for name in moved:
+            if (tmp / name).exists() and out.is_dir():
+                (tmp / name).rename(out / name)
+        raise
 
 
 RUN_ARTIFACTS = ("checkpoints", "train_log.jsonl", "tensorboard")  # written while training, before the model
@@ -166,16 +193,15 @@ def _json_default(value: object) -> object:
     return str(value)
 
 
-def _check_replaceable(out: Path) -> None:
-    if not out.exists():
-        if not out.parent.exists():
-            out.parent.mkdir(parents=True)
-        return
-    if not out.is_dir():
-        raise RankdistillError(f"--out {out} is a file; name a directory for the model")
-    if any(p.name not in RUN_ARTIFACTS for p in out.iterdir()) and not _is_model_dir(out):
-        raise RankdistillError(f"--out {out} exists and is not a rankdistill model directory; "
+def check_output(path: str | Path, option: str = "--out") -> Path:
+    """The absolute ``path`` a model directory may be written to, checked before any work: not a file, not the
+    working directory, in a folder that accepts files (:func:`rankdistill.paths.output_dir`), and new, empty,
+    holding only a run's checkpoints and logs, or a model directory (which is then replaced)."""
+    out = output_dir(path, option)
+    if out.exists() and any(p.name not in RUN_ARTIFACTS for p in out.iterdir()) and not _is_model_dir(out):
+        raise RankdistillError(f"{option} {path} exists and is not a rankdistill model directory; "
                                "choose a new or empty directory")
+    return out
 
 
 def _is_model_dir(path: Path) -> bool:
@@ -188,18 +214,15 @@ def _is_model_dir(path: Path) -> bool:
 def write_metrics(model_dir: str | Path, metrics: dict, path: str | Path | None = None) -> Path:
     """metrics.json in ``model_dir`` (or ``path``), written atomically."""
     target = Path(path) if path is not None else Path(model_dir) / METRICS
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
-    tmp.replace(target)
-    return target
+    with writing(target):
+        target.parent.mkdir(parents=True, exist_ok=True)
+    return atomic_write_text(target, json.dumps(metrics, indent=2, default=_json_default) + "\n")
 
 
 def load(path: str | Path, device: torch.device | str = "cpu") -> SavedModel:
     """Load a model directory written by ``rankdistill train`` / ``distill`` (or :func:`save_model`)."""
+    input_path(path, "model directory")  # exists, readable, no link loop
     path = Path(path)
-    if not path.exists():
-        raise RankdistillError(f"model directory {path} does not exist")
     if not (path / CONFIG).exists():
         raise RankdistillError(f"{path} is not a rankdistill model directory (no {CONFIG}); "
                                "write one with rankdistill train --out")
@@ -226,9 +249,16 @@ def load(path: str | Path, device: torch.device | str = "cpu") -> SavedModel:
                                f"{n_items} items, the vocabularies hold {len(user_vocab)} and {len(item_vocab)}")
     model = build_model(model_config, n_users, n_items, device)
     try:
-        state = torch.load(path / WEIGHTS, map_location=device, weights_only=True)
+        state = torch.load(path / WEIGHTS, map_location="cpu", weights_only=True)
+    except Exception as e:  # a truncated file raises from the unpickler or zipfile
+        raise RankdistillError(f"cannot load {path / WEIGHTS}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    saved_sum = config.get("weights_checksum")  # absent in directories written before checksums
+    if saved_sum is not None and saved_sum != state_checksum(state):
+        raise RankdistillError(f"{path / WEIGHTS} is damaged: its contents no longer match the checksum in "
+                               f"{CONFIG}; write the model again (rankdistill train / distill --out {path})")
+    try:
         model.load_state_dict(state)
-    except Exception as e:  # a truncated file raises from the unpickler or zipfile; shapes from load_state_dict
+    except Exception as e:  # shapes that do not fit the model of config.json
         raise RankdistillError(f"cannot load {path / WEIGHTS}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
     model.eval()
     spec = DataSpec.from_dict(config["data"]) if "path" in config.get("data", {}) else None

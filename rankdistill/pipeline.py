@@ -19,7 +19,7 @@ from rankdistill.data.interactions import Interactions
 from rankdistill.data.split import Split, make_split
 from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.evaluator import evaluate, model_device
-from rankdistill.models.base import Ranker
+from rankdistill.models.base import Ranker, as_ranker
 from rankdistill.models.factory import build_model
 from rankdistill.models.popularity import Popularity
 from rankdistill.train.knowledge import TeacherKnowledge
@@ -172,6 +172,7 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
 
     ``teacher=None`` distils from ``knowledge`` alone (the cached top-K lists and scores), without the
     teacher's weights; losses that need the teacher's scores elsewhere or its embeddings refuse that."""
+    teacher = None if teacher is None else as_ranker(teacher, "teacher")  # a loaded model directory works too
     if teacher is not None and model_device(teacher) != torch.device(run.device):
         raise RankdistillError(f"the teacher is on {model_device(teacher)} but the student trains on {run.device}; "
                                f"load the teacher there (rankdistill.load(path, {run.device!r})) or set "

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from rankdistill.paths import atomic_write_text
 from rankdistill.pipeline import REPORT_METRICS, RunConfig, RunResult, config_dict, gap_recovered
 
 MODEL_ORDER = ("popularity", "teacher", "student", "distilled")
@@ -203,7 +204,7 @@ def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     j, m = out / "report.json", out / "report.md"
-    j.write_text(json.dumps(report, indent=2) + "\n")
+    atomic_write_text(j, json.dumps(report, indent=2) + "\n")
     text = markdown(report)
     if report["sizes"]:
         plot_sizes(report, out / "sizes.png")
@@ -215,5 +216,5 @@ def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
         except ImportError:
             figure = "(curves.png not drawn: matplotlib is missing; `pip install rankdistill[plot]`)"
         text += "\n## Where the time went\n\n" + timings_table(report) + "\n\n" + figure + "\n"
-    m.write_text(text)
+    atomic_write_text(m, text)
     return j, m

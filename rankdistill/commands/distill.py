@@ -31,10 +31,12 @@ from rankdistill.data.scores import read_scores
 from rankdistill.data.split import Split, describe_dropped, make_split, split_arguments
 from rankdistill.errors import RankdistillError
 from rankdistill.losses.registry import KD_LOSSES, parse_kd
-from rankdistill.modeldir import SavedModel, load, save_model
+from rankdistill.modeldir import SavedModel, check_output, load, save_model
 from rankdistill.pipeline import distill
 from rankdistill.train import processes
 from rankdistill.train.alignment import TeacherAlignment
+from rankdistill.outlock import lock_output
+from rankdistill.paths import input_path, output_file
 from rankdistill.train.knowledge import TeacherKnowledge
 
 
@@ -64,9 +66,17 @@ def refuse_online_terms(kd: DistillConfig, why: str) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
-    if processes.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
-        processes.run_command(_main, args)  # exits every process cleanly with the status
-    return _main(args)
+    command_device(args.device)  # a device that is not there: refused before any path or file is looked at
+    out = check_output(args.out)
+    if args.teacher is not None and out == input_path(args.teacher, "teacher model directory"):
+        raise RankdistillError(f"--out {args.out} is the teacher's directory: the student would replace the "
+                               "teacher; name another --out")
+    if args.knowledge:
+        (input_path if Path(args.knowledge).exists() else output_file)(args.knowledge, "--knowledge")
+    with lock_output(out):  # before any work; one command at a time per --out
+        if processes.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
+            processes.run_command(_main, args)  # exits every process cleanly with the status
+        return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:

@@ -30,6 +30,10 @@ def main(args: argparse.Namespace) -> int:
     ks, metrics = parse_ks(args.k), parse_metrics(args.metrics)
     if args.per_user and not str(args.per_user).lower().endswith((".parquet", ".pq")):
         raise RankdistillError(f"--per-user must end in .parquet, got {args.per_user}")
+    if args.per_user:
+        from rankdistill.paths import output_file
+
+        output_file(args.per_user, "--per-user")  # before any work
     from rankdistill.evaluation.run_file import evaluate_run_files
 
     configure_torch(getattr(args, "threads", 1) or 1)

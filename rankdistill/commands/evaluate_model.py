@@ -15,12 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from pathlib import Path
 
 from rankdistill.commands.options import command_device, configure_torch, parse_ks, parse_metrics
 from rankdistill.commands.train import metrics_record
 from rankdistill.data.load import DataSpec
 from rankdistill.evaluation.evaluator import evaluate
-from rankdistill.modeldir import load, write_metrics
+from rankdistill.modeldir import METRICS, load, write_metrics
+from rankdistill.paths import output_file
 from rankdistill.pipeline import REPORT_METRICS
 
 
@@ -40,6 +42,10 @@ def evaluate_model_dir(path: str, data: DataSpec | None = None, ks: tuple[int, .
 
 def main(args: argparse.Namespace) -> int:
     configure_torch(getattr(args, "threads", None) or int(os.environ.get("RANKDISTILL_THREADS", "1")))
+    if getattr(args, "out", None):
+        output_file(args.out)  # before any work
+    elif Path(args.model).is_dir():  # a read-only model directory: said before the evaluation, not after
+        output_file(Path(args.model) / METRICS, "metrics file (choose another with --out)")
     spec = DataSpec.from_args(args) if getattr(args, "data", None) else None
     ks = parse_ks(args.k) if getattr(args, "k", None) else None
     metrics = parse_metrics(args.metrics) if getattr(args, "metrics", None) else REPORT_METRICS

@@ -25,6 +25,7 @@ from rankdistill.data.vocab import IdVocab
 from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.evaluator import rank_all
 from rankdistill.models.base import Ranker
+from rankdistill.paths import output_file
 
 OUTPUT_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
 EXAMPLES = 5
@@ -84,6 +85,7 @@ def main(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix.lower() not in OUTPUT_SUFFIXES:
         raise RankdistillError(f"--out must end in {', '.join(OUTPUT_SUFFIXES)}, got {out}")
+    output_file(out)  # before any work
     saved = load(args.model, device)
     _, split = saved.load_split()
     users, summary = requested_users(saved.user_vocab, args.users, args.user_col)

@@ -10,7 +10,9 @@ from rankdistill.commands.options import (  # noqa: F401 (model_config, ...: the
     command_device, configure_torch, distill_config, model_config, parse_widths, run_config, train_config)
 from rankdistill.data.load import DataSpec
 from rankdistill.data.split import describe_dropped
-from rankdistill.pipeline import run
+from rankdistill.outlock import lock_output
+from rankdistill.paths import output_dir
+from rankdistill.pipeline import RunConfig, run
 from rankdistill.report import build_report, table, write_report
 
 
@@ -18,6 +20,11 @@ def main(args: argparse.Namespace) -> int:
     configure_torch(args.threads)
     config = run_config(args, device=str(command_device(args.device)))
     out = Path(args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    with lock_output(output_dir(out, replaces=False)):  # before any work; one command at a time per --out
+        return _run(args, config, out)
+
+
+def _run(args: argparse.Namespace, config: RunConfig, out: Path) -> int:
     t0 = time.perf_counter()
     data = DataSpec.from_args(args).load()
     loaded = round(time.perf_counter() - t0, 2)

@@ -13,7 +13,8 @@ from rankdistill.commands.options import (  # noqa: F401 (split_from_args, ...: 
     command_device, configure_torch, run_config, split_args_given, split_from_args)
 from rankdistill.data.load import DataSpec
 from rankdistill.data.split import Split, describe_dropped
-from rankdistill.modeldir import save_model
+from rankdistill.modeldir import check_output, save_model
+from rankdistill.outlock import lock_output
 from rankdistill.pipeline import REPORT_METRICS, TrainedModel, train_model
 from rankdistill.train import processes
 
@@ -44,9 +45,10 @@ def summary_line(name: str, out: str, trained: TrainedModel, split: Split) -> st
 
 
 def main(args: argparse.Namespace) -> int:
-    if processes.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
-        processes.run_command(_main, args)  # exits every process cleanly with the status
-    return _main(args)
+    with lock_output(check_output(args.out)):  # before any work; one command at a time per --out
+        if processes.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
+            processes.run_command(_main, args)  # exits every process cleanly with the status
+        return _main(args)
 
 
 def _main(args: argparse.Namespace) -> int:

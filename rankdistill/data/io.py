@@ -390,14 +390,17 @@ def read_id_list(path: str | Path, column: str = "user") -> pd.Series:
 
 def write_table(frame: pd.DataFrame, out: Path) -> None:
     """parquet (.parquet/.pq) or CSV/TSV by extension, written to a temporary name and renamed."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from rankdistill.paths import writing
+
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     suffix = out.suffix.lower()
-    try:
-        if suffix in (".parquet", ".pq"):
-            frame.to_parquet(tmp, engine="fastparquet", index=False)
-        else:
-            frame.to_csv(tmp, sep="\t" if suffix == ".tsv" else ",", index=False)
-        tmp.replace(out)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with writing(out):  # a full disk: one error naming the file
+        out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            if suffix in (".parquet", ".pq"):
+                frame.to_parquet(tmp, engine="fastparquet", index=False)
+            else:
+                frame.to_csv(tmp, sep="\t" if suffix == ".tsv" else ",", index=False)
+            tmp.replace(out)
+        finally:
+            tmp.unlink(missing_ok=True)

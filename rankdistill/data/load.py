@@ -16,6 +16,7 @@ from rankdistill.data.interactions import Interactions
 from rankdistill.data.io import FORMATS, MOVIELENS_FILES, Columns, read_interactions
 from rankdistill.data.synthetic import SyntheticConfig, make_synthetic
 from rankdistill.errors import RankdistillError
+from rankdistill.paths import input_path
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class DataSpec:
         columns = Columns(get("user_col", d.user), get("item_col", d.item), get("timestamp_col", d.timestamp),
                           get("rating_col", d.rating))
         path = getattr(args, "data", None)
-        return cls(str(Path(path).resolve()) if path else None, getattr(args, "format", None), columns,
+        return cls(str(input_path(path, "data path")) if path else None, getattr(args, "format", None), columns,
                    getattr(args, "min_rating", None), get("min_user_interactions", 0), get("min_item_interactions", 0))
 
     def to_dict(self) -> dict:

@@ -33,7 +33,7 @@ from rankdistill.data.split import Split
 from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.metrics import DEFAULT_METRICS, METRICS, compute_metrics, mean_over_users
 from rankdistill.evaluation.topk import merge_topk, topk_blockmax
-from rankdistill.models.base import DotProductRanker, Ranker
+from rankdistill.models.base import DotProductRanker, Ranker, as_ranker
 
 DEFAULT_MEMORY_BUDGET = 512 * 2**20  # bytes for one chunk's score buffer and the top-K work on it (CPU)
 CUDA_MEMORY_BUDGET = 4 * 2**30  # on a GPU, at most this, and at most a quarter of the free memory
@@ -123,7 +123,7 @@ class _ChunkScorer:
         if (a, b) == (0, self.n_items):
             return out.copy_(self.model.score_all(users))
         cand = torch.arange(a, b, device=users.device).expand(len(users), -1)
-        return out.copy_(self.model.score(users, cand))
+        return out.copy_(self.model.forward(users, cand).scores)  # score() less its index check: indices built here
 
 
 @torch.no_grad()
@@ -146,6 +146,7 @@ def rank_all(
     model's device."""
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
+    model = as_ranker(model)
     device = model_device(model)
     exclude = exclude.to(device)
     memory_budget = memory_budget or default_memory_budget(device)
@@ -342,6 +343,7 @@ def evaluate_per_user(
     relevance: float [nnz of the ``on`` split], graded relevance aligned with its CSR indices (None: binary).
     ``.means()`` gives the reported numbers; ``.write_parquet(path, vocab)`` the per-user table."""
     check_names(ks, metrics)
+    model = as_ranker(model)
     relevant, exclude = targets(split, on)
     device = model_device(model)
     relevant = relevant.to(device)
@@ -362,5 +364,7 @@ def evaluate(
     memory_budget: int | None = None,
     relevance: torch.Tensor | None = None,
 ) -> dict[str, float]:
-    """Mean full-ranking metrics over users with at least one ``on`` item. -> {"ndcg@10": ..., ...}"""
+    """Mean full-ranking metrics over users with at least one ``on`` item. -> {"ndcg@10": ..., ...}
+
+    model: a Ranker, or a loaded model directory (``rankdistill.load``) or TrainedModel holding one."""
     return evaluate_per_user(model, split, on, ks, metrics, memory_budget, relevance).means()

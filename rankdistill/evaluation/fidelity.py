@@ -25,7 +25,7 @@ import torch
 from rankdistill.data.split import Split
 from rankdistill.evaluation.evaluator import Ranking, rank_all, targets
 from rankdistill.evaluation.metrics import mean_over_users
-from rankdistill.models.base import Ranker
+from rankdistill.models.base import Ranker, as_ranker
 
 
 def overlap_at_k(teacher_items: torch.Tensor, student_items: torch.Tensor, k: int,
@@ -129,6 +129,7 @@ def fidelity(teacher: Ranker, student: Ranker, split: Split, on: str = "test", k
     computed here when None."""
     if not ks or min(ks) < 1:
         raise ValueError(f"ks must be positive cut-offs, got {ks}")
+    teacher, student = as_ranker(teacher, "teacher"), as_ranker(student, "student")
     if teacher.n_items != student.n_items:
         raise ValueError(f"teacher scores {teacher.n_items} items and student {student.n_items}; "
                          "both must share the item vocabulary")

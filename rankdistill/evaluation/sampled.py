@@ -26,7 +26,7 @@ from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.evaluator import (PerUserMetrics, check_names, default_memory_budget, model_device,
                                               rows_of, targets)
 from rankdistill.evaluation.metrics import DEFAULT_METRICS, compute_metrics
-from rankdistill.models.base import Ranker
+from rankdistill.models.base import Ranker, as_ranker
 
 DEFAULT_NEGATIVES = 99
 
@@ -146,5 +146,5 @@ def evaluate_sampled(
     memory_budget: int | None = None,
 ) -> dict:
     """Sampled evaluation, labelled: {"sampled": True, "negatives": N, "seed": s, "ndcg@10": ..., ...}."""
-    per_user = evaluate_sampled_per_user(model, split, on, ks, metrics, negatives, seed, memory_budget)
+    per_user = evaluate_sampled_per_user(as_ranker(model), split, on, ks, metrics, negatives, seed, memory_budget)
     return {"sampled": True, "negatives": negatives, "seed": seed, **per_user.means()}

@@ -14,6 +14,8 @@ from functools import cached_property
 import torch
 from torch import nn
 
+from rankdistill.models.indices import checked_score, checked_score_all
+
 
 @dataclass
 class Forward:
@@ -73,13 +75,16 @@ class Ranker(nn.Module, abc.ABC):
         ``extra_scores`` [R, E]) and the embeddings behind them. Each table is looked up once, so the fused
         optimizer updates each row once per step."""
 
+    @checked_score
     def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """users int64 [B], items int64 [B, L] -> scores [B, L] (higher = more relevant)."""
+        """users int64 [B], items int64 [B, L] -> scores [B, L] (higher = more relevant). Any array-like of
+        integer row indices is accepted and checked (:mod:`rankdistill.models.indices`)."""
         return self.forward(users, items).scores
 
     @abc.abstractmethod
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
-        """users int64 [C] -> scores of every item [C, n_items]."""
+        """users int64 [C] -> scores of every item [C, n_items]. Implementations decorate it with
+        :func:`rankdistill.models.indices.checked_score_all` (array-likes accepted, indices checked)."""
 
     def dense_parameters(self) -> list[nn.Parameter]:
         """Parameters trained by a regular optimizer (the embedding tables update themselves in backward)."""
@@ -100,6 +105,20 @@ class Ranker(nn.Module, abc.ABC):
         raise NotImplementedError
 
 
+def as_ranker(model: object, what: str = "model") -> Ranker:
+    """``model`` itself when it is a Ranker, else the Ranker it holds as ``.model`` (a loaded model directory,
+    :class:`rankdistill.SavedModel`, or a :class:`rankdistill.TrainedModel`); RankdistillError otherwise."""
+    if isinstance(model, Ranker):
+        return model
+    inner = getattr(model, "model", None)
+    if isinstance(inner, Ranker):
+        return inner
+    from rankdistill.errors import RankdistillError
+
+    raise RankdistillError(f"{what} must be a Ranker or a loaded model directory (rankdistill.load(path)), "
+                           f"got {type(model).__name__}")
+
+
 class DotProductRanker(Ranker):
     """score(u, i) = <user_vectors(u), item_vectors(i)>."""
 
@@ -115,5 +134,6 @@ class DotProductRanker(Ranker):
     def item_matrix(self) -> torch.Tensor:
         """Every item's vector [n_items, D], computed once per evaluation."""
 
+    @checked_score_all
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         return self.user_vectors(users) @ self.item_matrix().T

@@ -15,6 +15,7 @@ from torch import nn
 
 from rankdistill.models.base import Forward, Ranker, join_candidates, split_candidates
 from rankdistill.models.embedding import EmbeddingTable
+from rankdistill.models.indices import checked_score_all
 
 
 class MLPRanker(Ranker):
@@ -71,6 +72,7 @@ class MLPRanker(Ranker):
         shared_scores = self._score(u, s[None])
         return Forward(scores, u, i, s, u, i, s, shared_scores=shared_scores, extra_scores=extra_scores)
 
+    @checked_score_all
     @torch.no_grad()
     def score_all(self, users: torch.Tensor) -> torch.Tensor:
         d = self.embedding_dim

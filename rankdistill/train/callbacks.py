@@ -11,6 +11,8 @@ import json
 import sys
 from pathlib import Path
 
+from rankdistill.paths import writing
+
 
 class Callback:
     def on_epoch_start(self, epoch: int, steps: int) -> None: ...
@@ -72,7 +74,7 @@ class JsonlLog(Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def on_epoch_end(self, record: dict) -> None:
-        with open(self.path, "a") as f:
+        with writing(self.path), open(self.path, "a") as f:  # a full disk: one error naming the file
             f.write(json.dumps(record) + "\n")
 
 
