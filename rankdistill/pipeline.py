@@ -56,6 +56,7 @@ class TrainedModel:
     method: str | None = None
     fidelity: dict[str, float] | None = None  # overlap@k, kendall_tau@k against the teacher (students only)
     auto: dict | None = None  # --kd auto: what it tried, each pilot's validation figure, what it chose and why
+    serving: dict | None = None  # bytes fp32/int8, ms to score and rank all items for one user, int8 metrics
 
     def summary(self) -> dict:
         out = {"params": self.model.num_parameters(), "embedding_dim": self.model.embedding_dim,
@@ -68,6 +69,8 @@ class TrainedModel:
             out["auto"] = self.auto
         if self.fidelity is not None:
             out["fidelity"] = {k: round(v, 6) for k, v in self.fidelity.items()}
+        if self.serving is not None:
+            out["serving"] = self.serving
         return out
 
 
@@ -175,6 +178,9 @@ def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path
         taught = distill(split, teacher, sized, f"distilled@{dim}", knowledge, out_dir=out_dir, alone=alone)
         result.sizes[dim] = (alone, taught)
     add_fidelity(result, teacher, config.ks)
+    from rankdistill.serving.cost import add_serving_cost
+
+    add_serving_cost(result, config.ks, REPORT_METRICS)
     result.seconds = time.perf_counter() - start
     return result
 
