@@ -219,7 +219,10 @@ def _add_serving_commands(sub) -> None:
     p.add_argument("--ef-search", type=int, default=ic.ef_search,
                    help=f"hnsw: candidate list per query, >= k (default {ic.ef_search})")
     p.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")))
-    _add_data_args(p, "the model's data, filters and split (read for --quantize fp16/int8)")
+    p.add_argument("--data", help="--quantize fp16/int8 measure the test metrics on the model's recorded data and "
+                   "split; this reads the data from here instead (same vocabularies)")
+    p.add_argument("--format", choices=["csv", "tsv", "parquet", "movielens", "lightgcn"],
+                   help="force the reader of --data (default: detected from the path)")
     p.set_defaults(handler="rankdistill.commands.export:main")
 
     p = sub.add_parser("serve-check", help="recall@k of an export's index against exact scoring and per-user "

@@ -258,3 +258,16 @@ def test_serve_check_of_a_directory_that_is_not_an_export(tmp_path, capsys):
 def test_serve_check_refuses_k_below_one(exported, capsys):
     assert main(["serve-check", "--export", str(exported), "--k", "0"]) == 2
     assert "--k must be >= 1" in capsys.readouterr().err
+
+
+def test_score_rule_of_a_dot_model_says_the_vectors_are_raw():
+    from rankdistill.serving.vectors import score_rule
+
+    rule = score_rule(ModelConfig(embedding_dim=8, score="dot"))
+    assert rule["metric"] == "inner_product" and rule["user_vectors"] == "raw" and "temperature" not in str(rule)
+
+
+def test_export_refuses_a_bad_ef_search(workdir, tmp_path, capsys):
+    assert main(["export", "--model", str(workdir / "model"), "--out", str(tmp_path / "e"), "--index", "hnsw",
+                 "--ef-search", "0"]) == 2
+    assert "ef_search must be an integer >= 1, got 0" in capsys.readouterr().err
