@@ -48,7 +48,7 @@ def main() -> None:
     p.add_argument("--format")
     p.add_argument("--out", required=True)
     p.add_argument("--kd", default="rce:10")
-    p.add_argument("--ef-search", default="16,32,64,128,256", help="HNSW efSearch values to measure")
+    p.add_argument("--ef-search", default="64,128,256,512,768", help="HNSW efSearch values to measure")
     p.add_argument("--users", type=int, default=1000, help="users measured by serve-check")
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()

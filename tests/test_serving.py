@@ -222,7 +222,7 @@ def test_serve_check_of_an_hnsw_index_with_the_default_settings(workdir, tmp_pat
     capsys.readouterr()
     assert main(["serve-check", "--export", str(tmp_path / "h"), "--k", "20", "--users", "100"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert out["index"]["kind"] == "hnsw" and out["index"]["ef_search"] == 256 and out["recall@20"] >= 0.99
+    assert out["index"]["kind"] == "hnsw" and out["index"]["ef_search"] == 768 and out["recall@20"] >= 0.99
 
 
 def test_serve_check_k_above_the_catalogue_is_the_catalogue(exported, capsys):

@@ -6,9 +6,10 @@ Two kinds:
   scoring up to ties); a brute-force scan of the items per query, the right choice up to a few hundred
   thousand items at these dims.
 - ``hnsw``: ``faiss.IndexHNSWFlat`` with the inner-product metric, approximate. Settings: ``M = 32``
-  neighbours per node, ``efConstruction = 200``, ``efSearch = 256`` (at least 2·k). These keep recall@100 at
-  or above 0.99 against exact scoring on the data measured (README, "Export for serving");
-  ``serve-check`` measures it for each export.
+  neighbours per node, ``efConstruction = 200``, ``efSearch = 768``: on MovieLens 100K (1,682 items) they keep
+  recall@100 against exact scoring at 0.994 for the dim-128 teacher and 1.0 for the dim-16 students
+  (efSearch 256 gave the teacher only 0.981, 512 gave 0.990; benchmarks/results/serving-ml100k.md).
+  ``serve-check`` measures it for each export; ``--ef-search`` trades recall for time.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ class IndexConfig:
     kind: str = "flat"  # flat | hnsw
     hnsw_m: int = 32  # hnsw: neighbours per node
     ef_construction: int = 200  # hnsw: candidate list while building
-    ef_search: int = 256  # hnsw: candidate list per query (>= k)
+    ef_search: int = 768  # hnsw: candidate list per query (>= k); recall@100 >= 0.99 on MovieLens 100K
 
     def __post_init__(self) -> None:
         if self.kind not in INDEX_KINDS:
