@@ -271,3 +271,14 @@ def test_export_refuses_a_bad_ef_search(workdir, tmp_path, capsys):
     assert main(["export", "--model", str(workdir / "model"), "--out", str(tmp_path / "e"), "--index", "hnsw",
                  "--ef-search", "0"]) == 2
     assert "ef_search must be an integer >= 1, got 0" in capsys.readouterr().err
+
+
+def test_export_of_a_lightgcn_model_gives_its_scores(workdir, tmp_path):
+    assert main(["train", "--data", str(workdir / "log.csv"), "--out", str(tmp_path / "lg"), "--model", "lightgcn",
+                 "--dim", "8", "--epochs", "1", "--batch-size", "512", "--negatives", "32", "--quiet"]) == 0
+    assert main(["export", "--model", str(tmp_path / "lg"), "--out", str(tmp_path / "e")]) == 0
+    ex, model = read_export(tmp_path / "e"), load(tmp_path / "lg").model
+    with torch.no_grad():
+        expected = model.score_all(torch.arange(model.n_users))
+    assert torch.allclose(ex.users.dequantize() @ ex.items.dequantize().T, expected, atol=1e-5)
+    assert ex.manifest["score_rule"]["model_score"] == "<e_u, e_i>"
