@@ -93,9 +93,9 @@ def serving_lines(report: dict, metric: str = "ndcg@20") -> list[str]:
     for name, m in rows:
         s = m["serving"]
         b, t, low = s["bytes"], s["ms_per_user"], s.get("int8_metrics") or {}
-        int8_value = f"{low[metric]:.4f}" if metric in low else "–"
+        fp32_value, int8_value = (f"{v[metric]:.4f}" if metric in v else "–" for v in (m["metrics"], low))
         lines.append(f"| {name} | {m['embedding_dim']} | {b['fp32']:,} | {b['int8']:,} | {b['int8'] / b['fp32']:.3f} | "
-                     f"{t['p50']:.3f} | {t['p99']:.3f} | {m['metrics'][metric]:.4f} | {int8_value} |")
+                     f"{t['p50']:.3f} | {t['p99']:.3f} | {fp32_value} | {int8_value} |")
     return lines + [""]
 
 
