@@ -99,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_device_arg(p, "with --model: where the model ranks the items (run files are evaluated on the CPU)")
     p.set_defaults(handler="rankdistill.commands.evaluate:main")
 
+    _add_serving_commands(sub)
+
     p = sub.add_parser("data", help="data utilities")
     dsub = p.add_subparsers(dest="data_command", required=True, parser_class=_Parser)
     s = dsub.add_parser("synth", help="write a synthetic implicit-feedback data set")
@@ -109,6 +111,45 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", required=True, help="output .parquet or .csv")
     s.set_defaults(handler="rankdistill.commands.data:synth")
     return parser
+
+
+def _add_serving_commands(sub) -> None:
+    """export and serve-check (rankdistill/serving/)."""
+    from rankdistill.serving.index import IndexConfig
+
+    ic = IndexConfig()
+    p = sub.add_parser("export", help="user and item vectors (parquet, raw IDs), a faiss index and a manifest "
+                       "for nearest-neighbour serving", description="Export a two_tower or lightgcn model directory "
+                       "for serving: users.parquet, items.parquet, items.faiss (faiss-cpu: pip install "
+                       "'rankdistill[serve]') and manifest.json (dims, counts, metric, score rule, test metrics).")
+    p.add_argument("--model", required=True, help="model directory (rankdistill train / distill)")
+    p.add_argument("--out", required=True, help="export directory to write (replaced if it is an export)")
+    p.add_argument("--quantize", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="precision of the stored tables; int8 is fbgemm's fused 8-bit row-wise format (per-row "
+                   "scale and bias); fp16/int8 also measure the test metrics after quantisation (default fp32)")
+    p.add_argument("--index", default=ic.kind, choices=["flat", "hnsw"],
+                   help="flat: exact inner-product search (default); hnsw: approximate (IndexHNSWFlat)")
+    p.add_argument("--hnsw-m", type=int, default=ic.hnsw_m, help=f"hnsw: neighbours per node (default {ic.hnsw_m})")
+    p.add_argument("--ef-construction", type=int, default=ic.ef_construction,
+                   help=f"hnsw: candidate list while building (default {ic.ef_construction})")
+    p.add_argument("--ef-search", type=int, default=ic.ef_search,
+                   help=f"hnsw: candidate list per query, >= k (default {ic.ef_search})")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")))
+    p.add_argument("--data", help="--quantize fp16/int8 measure the test metrics on the model's recorded data and "
+                   "split; this reads the data from here instead (same vocabularies)")
+    p.add_argument("--format", choices=["csv", "tsv", "parquet", "movielens", "lightgcn"],
+                   help="force the reader of --data (default: detected from the path)")
+    p.set_defaults(handler="rankdistill.commands.export:main")
+
+    p = sub.add_parser("serve-check", help="recall@k of an export's index against exact scoring and per-user "
+                       "query latency p50/p99 on this CPU")
+    p.add_argument("--export", required=True, help="export directory (rankdistill export)")
+    p.add_argument("--k", type=int, default=100, help="items per query (default 100)")
+    p.add_argument("--users", type=int, default=1000, help="users measured, a seeded sample (default 1000)")
+    p.add_argument("--ef-search", type=int, help="hnsw: override the export's efSearch")
+    p.add_argument("--out", help="also write the JSON result to this file")
+    p.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")))
+    p.set_defaults(handler="rankdistill.commands.serve_check:main")
 
 
 SHARDED_COMMANDS = ("train", "distill")  # the commands that train with DistributedModelParallel under torchrun

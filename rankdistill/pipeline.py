@@ -72,6 +72,7 @@ class TrainedModel:
     fidelity: dict[str, float] | None = None  # overlap@k, kendall_tau@k against the teacher (students only)
     auto: dict | None = None  # --kd auto: what it tried, each pilot's validation figure, what it chose and why
     test_seconds: float = 0.0  # the full-ranking test evaluation
+    serving: dict | None = None  # bytes fp32/int8, ms to score and rank all items for one user, int8 metrics
 
     def timings(self) -> dict[str, float]:
         """Seconds of training (validation included), of which validation, and of the test evaluation."""
@@ -94,6 +95,8 @@ class TrainedModel:
             out["auto"] = self.auto
         if self.fidelity is not None:
             out["fidelity"] = {k: round(v, 6) for k, v in self.fidelity.items()}
+        if self.serving is not None:
+            out["serving"] = self.serving
         return out
 
 
@@ -236,6 +239,10 @@ def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path
         result.sizes[dim] = (alone, taught)
     with clock("fidelity"):
         add_fidelity(result, teacher, config.ks)
+    from rankdistill.serving.cost import add_serving_cost
+
+    with clock("serving cost"):
+        add_serving_cost(result, config.ks, REPORT_METRICS)
     result.seconds = time.perf_counter() - start
     return result
 

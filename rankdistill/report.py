@@ -128,11 +128,32 @@ def markdown(report: dict) -> str:
         table(report),
         "",
         f"Teacher–student gap recovered by distillation: {gap}.",
+        *serving_lines(report),
         *_auto_lines(report),
         *_fidelity_lines(report),
         f"Total time {report['seconds']:.1f} s on {report['environment']['device']}.",
         "",
     ])
+
+
+def serving_lines(report: dict, metric: str = "ndcg@20") -> list[str]:
+    """The serving cost table: bytes fp32 and int8 (fused 8-bit rows, as `export --quantize int8` stores them),
+    the time to score all items for one user and take the top 100, and ``metric`` in fp32 and int8."""
+    rows = [(name, m) for name, m in report["models"].items() if m.get("serving")]
+    if not rows:
+        return []
+    threads = rows[0][1]["serving"]["threads"]
+    lines = ["", f"Serving cost (ms: score every item for one user and take the top 100, median and p99 over "
+                 f"users, {threads} thread(s); int8: `rankdistill export --quantize int8`):", "",
+             f"| model | dim | bytes fp32 | bytes int8 | int8/fp32 | ms/user p50 | ms/user p99 | {metric} fp32 | "
+             f"{metric} int8 |", "|" + "---|" * 9]
+    for name, m in rows:
+        s = m["serving"]
+        b, t, low = s["bytes"], s["ms_per_user"], s.get("int8_metrics") or {}
+        fp32_value, int8_value = (f"{v[metric]:.4f}" if metric in v else "–" for v in (m["metrics"], low))
+        lines.append(f"| {name} | {m['embedding_dim']} | {b['fp32']:,} | {b['int8']:,} | {b['int8'] / b['fp32']:.3f} | "
+                     f"{t['p50']:.3f} | {t['p99']:.3f} | {fp32_value} | {int8_value} |")
+    return lines + [""]
 
 
 def _auto_lines(report: dict) -> list[str]:

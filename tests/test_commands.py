@@ -330,7 +330,7 @@ def test_run_reports_where_the_time_went_and_draws_the_curves(tmp_path, tiny_fra
     report = json.loads((out / "report.json").read_text())
     t = report["timings"]
     assert list(t) == ["load", "split", "popularity", "teacher", "student", "knowledge", "distilled", "fidelity",
-                       "total"]
+                       "serving cost", "total"]
     for name in ("teacher", "student", "distilled"):
         assert 0 <= t[name]["valid"] <= t[name]["train"] <= t[name]["total"] and t[name]["test"] >= 0
         assert f"[{name}] " in printed
