@@ -21,7 +21,7 @@ masked out of that row).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import torch
 from torch import nn
@@ -82,6 +82,23 @@ class SupervisedObjective(nn.Module):
         self.in_batch = in_batch_log_q is not None
         if self.in_batch:
             self.register_buffer("log_p", in_batch_log_q.float(), persistent=False)
+        self.student_autocast: tuple[str, torch.dtype] | None = None
+
+    def set_student_autocast(self, autocast: tuple[str, torch.dtype] | None) -> None:
+        """(device type, dtype) of an autocast around the student's forward pass alone (the Trainer's bf16 on
+        CUDA), None: none. The teacher, the re-rankings and the losses stay fp32."""
+        self.student_autocast = autocast
+
+    def student_forward(self, model: Ranker, *args, **kwargs) -> Forward:
+        """``model(*args, **kwargs)`` under :attr:`student_autocast`, its floating outputs back in fp32 (the
+        losses compare them with fp32 teacher scores; the gradient flows back through the cast)."""
+        if self.student_autocast is None:
+            return model(*args, **kwargs)
+        with torch.autocast(*self.student_autocast):
+            fwd = model(*args, **kwargs)
+        return replace(fwd, **{f.name: getattr(fwd, f.name).float() for f in fields(fwd)
+                               if isinstance(getattr(fwd, f.name), torch.Tensor)
+                               and getattr(fwd, f.name).is_floating_point()})
 
     @classmethod
     def from_config(cls, train, split=None, device: torch.device | str = "cpu") -> "SupervisedObjective":
@@ -134,7 +151,7 @@ class SupervisedObjective(nn.Module):
 
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
         """users [B], pos [B], negs [S] -> (loss, {part name: detached value})"""
-        fwd = model(users, pos[:, None], negs)
+        fwd = self.student_forward(model, users, pos[:, None], negs)
         return self.supervised(fwd, pos, negs, users, dot_product=scores_by_dot_product(model))
 
 
@@ -271,7 +288,7 @@ class DistillationObjective(SupervisedObjective):
         own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
         n_own = own_t.shape[1]
         # one lookup per table: scores [B, n_scored + S], and rce's long lists on their r rows alone
-        fwd = with_extra_columns(model(users, own_t[:, :n_scored], negs, extra=rce_rows))
+        fwd = with_extra_columns(self.student_forward(model, users, own_t[:, :n_scored], negs, extra=rce_rows))
         total, parts = self.supervised(fwd, pos, negs, users, dot_product=scores_by_dot_product(model))
         if self.teacher is not None and self.teacher_columns != "none":
             shared = negs if self.teacher_columns == "all" else None  # the teacher scores only what a term uses
