@@ -40,7 +40,7 @@ LOSSES = {  # s [1, 2] student scores of [a, b] -> the loss as the objective's t
     "listmle": lambda s: listmle(s, torch.tensor([[A, B]])),  # the teacher's order: a, then b
     "rrd": lambda s: relaxed_ranking(s[:, [A]], s[:, [B]]),  # a from the teacher's top, b uninteresting
     "rd": lambda s: ranking_distillation(s[:, [A]], torch.ones(1)),  # a: the teacher's top-1, a weighted positive
-    "dcd": lambda s: discrepancy_correction(s, torch.tensor([[0, 1]]), None, 1),  # a inside the top-1, b outside
+    "dcd": lambda s: discrepancy_correction(s[:, [A]], torch.tensor([[0]]), s[:, [B]]),  # a under-, b over-estimated
     "rce": _rce,
 }
 

@@ -100,38 +100,47 @@ def test_ranking_distillation_finite_at_extreme_logits():
 # -- discrepancy_correction (DCD) ----------------------------------------------------------------------
 def test_dcd_hand_computed():
     a, b, c = 0.2, 1.0, 3.0
-    s = torch.tensor([[a, b, c]])
-    ranks = torch.tensor([[3, 0, 15]])  # K = 10: b (rank 0) then a (rank 3) inside; c outside, below both
-    e = math.exp
+    under, ranks, over = torch.tensor([[a, b]]), torch.tensor([[3, 0]]), torch.tensor([[c]])
+    e = math.exp  # b (teacher rank 0) then a (rank 3), both above c
     expected = -(b - math.log(e(a) + e(b) + e(c))) - (a - math.log(e(a) + e(c)))
-    assert torch.isclose(discrepancy_correction(s, ranks, None, 10), torch.tensor(expected))
+    assert torch.isclose(discrepancy_correction(under, ranks, over), torch.tensor(expected))
 
 
-def test_dcd_equals_rrd_on_the_teacher_sorted_items():
+def test_dcd_puts_an_over_estimated_item_below_even_inside_the_teachers_top():
+    # the sets are told apart by where they were drawn from: an over-estimated item of teacher rank 1 still
+    # goes below the under-estimated item of teacher rank 5 (the teacher's rank orders the under set alone)
+    s = torch.randn(1, 2, generator=_gen(3))
+    loss = discrepancy_correction(s[:, :1], torch.tensor([[5]]), s[:, 1:])
+    assert torch.isclose(loss, relaxed_ranking(s[:, :1], s[:, 1:]))
+
+
+def test_dcd_equals_rrd_on_the_teacher_sorted_under_items():
     s = torch.randn(1, 5, generator=_gen(1))
-    ranks = torch.tensor([[7, 2, 10, 4, 12]])  # K = 10: inside 2, 4, 7 (columns 1, 3, 0); outside 2 and 4
-    expected = relaxed_ranking(s[:, [1, 3, 0]], s[:, [2, 4]])
-    assert torch.isclose(discrepancy_correction(s, ranks, None, 10), expected)
+    ranks = torch.tensor([[7, 2, 4]])  # under: columns 0..2 -> teacher order 1, 2, 0; over: columns 3, 4
+    expected = relaxed_ranking(s[:, [1, 2, 0]], s[:, [3, 4]])
+    assert torch.isclose(discrepancy_correction(s[:, :3], ranks, s[:, 3:]), expected)
 
 
 def test_dcd_invariant_to_a_constant_per_row():
     s = torch.randn(2, 4, generator=_gen(2))
-    ranks = torch.tensor([[1, 20, 3, 0], [5, 6, 30, 31]])
-    base = discrepancy_correction(s, ranks, None, 10)
-    assert torch.isclose(discrepancy_correction(s + torch.tensor([[9.0], [-9.0]]), ranks, None, 10), base, rtol=1e-4)
+    ranks = torch.tensor([[1, 3], [6, 5]])
+    base = discrepancy_correction(s[:, :2], ranks, s[:, 2:])
+    shifted = s + torch.tensor([[9.0], [-9.0]])
+    assert torch.isclose(discrepancy_correction(shifted[:, :2], ranks, shifted[:, 2:]), base, rtol=1e-4)
 
 
 def test_dcd_ignores_padded_positions():
-    s = torch.tensor([[0.2, 1.0, 3.0, 40.0]], requires_grad=True)
-    ranks = torch.tensor([[3, 0, 15, 1]])
-    loss = discrepancy_correction(s, ranks, torch.tensor([[True, True, True, False]]), 10)
-    assert torch.isclose(loss, discrepancy_correction(s[:, :3], ranks[:, :3], None, 10))
+    s = torch.tensor([[0.2, 1.0, 40.0, 3.0, 50.0]], requires_grad=True)
+    ranks = torch.tensor([[3, 0, 1]])
+    loss = discrepancy_correction(s[:, :3], ranks, s[:, 3:], torch.tensor([[True, True, False]]),
+                                  torch.tensor([[True, False]]))
+    assert torch.isclose(loss, discrepancy_correction(s[:, :2], ranks[:, :2], s[:, 3:4]))
     loss.backward()
-    assert s.grad[0, 3] == 0
+    assert s.grad[0, 2] == 0 and s.grad[0, 4] == 0
 
 
 def test_dcd_finite_at_extreme_logits():
     s = torch.tensor([[1e4, -1e4, 1e4, -1e4]], requires_grad=True)
-    loss = discrepancy_correction(s, torch.tensor([[0, 1, 50, 60]]), None, 10)
+    loss = discrepancy_correction(s[:, :2], torch.tensor([[0, 1]]), s[:, 2:])
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(s.grad).all()

@@ -75,7 +75,9 @@ class KDBatch:
     topk_ranks: torch.Tensor  # int64 [B, F + M] teacher ranks of the topk columns, ascending
     n_fixed: int
     dcd: slice
-    dcd_ranks: torch.Tensor  # int64 [B, D] teacher ranks of the dcd columns (>= k when outside the top-K)
+    dcd_ranks: torch.Tensor  # int64 [B, 2D] teacher ranks of the dcd columns: D under-estimated items (the
+    #                          teacher's top-K), then D over-estimated ones (the student's top-K; >= k outside
+    #                          the teacher's top-K)
     negatives: slice
     uninteresting: torch.Tensor | None  # bool [B, S] negatives that are neither the row's positive, nor in its
     #                                     teacher top-K, nor a training item of its user
@@ -195,7 +197,8 @@ class DCD(KDTerm):
     teacher_columns = "none"  # teacher ranks from the knowledge only
 
     def forward(self, b: KDBatch) -> torch.Tensor:
-        return discrepancy_correction(b.student[:, b.dcd], b.dcd_ranks, b.valid[:, b.dcd], b.k)
+        s, valid, d = b.student[:, b.dcd], b.valid[:, b.dcd], b.dcd_ranks.shape[1] // 2  # [under D | over D]
+        return discrepancy_correction(s[:, :d], b.dcd_ranks[:, :d], s[:, d:], valid[:, :d], valid[:, d:])
 
 
 class RCE(KDTerm):

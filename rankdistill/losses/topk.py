@@ -81,22 +81,23 @@ def ranking_distillation(
 
 
 def discrepancy_correction(
-    student: torch.Tensor, teacher_ranks: torch.Tensor, mask: torch.Tensor | None, k: int
+    under: torch.Tensor, under_ranks: torch.Tensor, over: torch.Tensor,
+    under_mask: torch.Tensor | None = None, over_mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     r"""DCD's user-side correction (Lee & Kim, CIKM 2021): a relaxed listwise loss over the items sampled
-    for their rank discrepancy — under-estimated items (the student ranks them much lower than the teacher)
-    and over-estimated ones (much higher). Items inside the teacher's top-K must come first, in the teacher's
-    order; items outside it (teacher rank unknown, >= K) must come below all of them, in any order:
+    for their rank discrepancy. The under-estimated items (drawn from the teacher's top-K, ranked much lower
+    by the student) must come first, in the teacher's order, above every over-estimated item (drawn from
+    the student's top-K, ranked much lower by the teacher), whose order among themselves is ignored:
 
-    .. math:: L = \mathrm{RRD}\big(s[\text{sorted}\{j : r^t_j < K\}],\ s[\{j : r^t_j \ge K\}]\big)
+    .. math:: L = \mathrm{RRD}\big(s[U \text{ sorted by } r^t],\ s[O]\big)
 
-    (see :func:`rankdistill.losses.listwise.relaxed_ranking`). ``student`` [B, D] scores of the sampled
-    items, ``teacher_ranks`` int64 [B, D] their teacher ranks (K or more when outside the top-K),
-    ``mask`` [B, D] True where an item is real. Invariant to adding a constant per row.
+    (see :func:`rankdistill.losses.listwise.relaxed_ranking`). The two sets are told apart by where they were
+    drawn from, not by the teacher's rank: an over-estimated item inside the teacher's top-K still goes
+    below the under-estimated ones. ``under`` [B, D] student scores of the under-estimated items with
+    their teacher ranks ``under_ranks`` int64 [B, D]; ``over`` [B, E] student scores of the over-estimated
+    items; masks True where an item is real. Invariant to adding a constant per row.
     """
-    real = torch.ones_like(teacher_ranks, dtype=torch.bool) if mask is None else mask
-    inside = real & (teacher_ranks < k)
-    key = torch.where(inside, teacher_ranks, torch.full_like(teacher_ranks, k + 1))  # outside/padding last
-    order = key.argsort(dim=1, stable=True)
-    return relaxed_ranking(student.gather(1, order), student, inside.gather(1, order), real & ~inside)
-
+    real = torch.ones_like(under_ranks, dtype=torch.bool) if under_mask is None else under_mask
+    key = torch.where(real, under_ranks, torch.full_like(under_ranks, torch.iinfo(under_ranks.dtype).max))
+    order = key.argsort(dim=1, stable=True)  # padding last
+    return relaxed_ranking(under.gather(1, order), over, real.gather(1, order), over_mask)

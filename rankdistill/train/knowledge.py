@@ -291,8 +291,8 @@ def rank_with_positions(
         ranks int64 [U, K] of ``items`` in the user's ranking (the number of candidates scored strictly
         higher, 0 = best), positions int64 [U, k] of the top items in ``items`` (K where absent)).
 
-    Used by dcd each epoch with the student and the teacher's top-K; costs about one validation pass plus a
-    sort, users in chunks under ``memory_budget``. ``with_ranks=False`` skips the sort (ranks come back None):
+    Costs about one validation pass plus a sort of every row, users in chunks under ``memory_budget`` (dcd
+    avoids the sort: :mod:`rankdistill.train.discrepancy`). ``with_ranks=False`` skips the sort (ranks come back None):
     rce needs only the top items and their positions, about one validation pass.
     """
     was_training = model.training

@@ -21,7 +21,7 @@ masked out of that row).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
+from dataclasses import fields, replace
 
 import torch
 from torch import nn
@@ -29,13 +29,14 @@ from torch import nn
 from rankdistill.config import DistillConfig
 from rankdistill.data.csr import Csr
 from rankdistill.errors import RankdistillError
-from rankdistill.evaluation.evaluator import rows_of
+from rankdistill.evaluation.evaluator import default_memory_budget, rank_all, rows_of
 from rankdistill.losses.rce import closure_log_weights
 from rankdistill.losses.registry import KD_LOSSES, KDBatch, RCEColumns
 from rankdistill.losses.supervised import SUPERVISED_LOSSES, bilateral_softmax_blocks, softmax_blocks
 from rankdistill.losses.topk import discrepancy_weights
 from rankdistill.models.base import DotProductRanker, Forward, Ranker
 from rankdistill.train.checkpoint import fingerprint
+from rankdistill.train.discrepancy import list_positions, saturation_depth
 from rankdistill.train.knowledge import TeacherKnowledge, rank_with_positions
 
 
@@ -82,6 +83,23 @@ class SupervisedObjective(nn.Module):
         self.in_batch = in_batch_log_q is not None
         if self.in_batch:
             self.register_buffer("log_p", in_batch_log_q.float(), persistent=False)
+        self.student_autocast: tuple[str, torch.dtype] | None = None
+
+    def set_student_autocast(self, autocast: tuple[str, torch.dtype] | None) -> None:
+        """(device type, dtype) of an autocast around the student's forward pass alone (the Trainer's bf16 on
+        CUDA), None: none. The teacher, the re-rankings and the losses stay fp32."""
+        self.student_autocast = autocast
+
+    def student_forward(self, model: Ranker, *args, **kwargs) -> Forward:
+        """``model(*args, **kwargs)`` under :attr:`student_autocast`, its floating outputs back in fp32 (the
+        losses compare them with fp32 teacher scores; the gradient flows back through the cast)."""
+        if self.student_autocast is None:
+            return model(*args, **kwargs)
+        with torch.autocast(*self.student_autocast):
+            fwd = model(*args, **kwargs)
+        return replace(fwd, **{f.name: getattr(fwd, f.name).float() for f in fields(fwd)
+                               if isinstance(getattr(fwd, f.name), torch.Tensor)
+                               and getattr(fwd, f.name).is_floating_point()})
 
     @classmethod
     def from_config(cls, train, split=None, device: torch.device | str = "cpu") -> "SupervisedObjective":
@@ -134,7 +152,7 @@ class SupervisedObjective(nn.Module):
 
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
         """users [B], pos [B], negs [S] -> (loss, {part name: detached value})"""
-        fwd = model(users, pos[:, None], negs)
+        fwd = self.student_forward(model, users, pos[:, None], negs)
         return self.supervised(fwd, pos, negs, users, dot_product=scores_by_dot_product(model))
 
 
@@ -216,6 +234,7 @@ class DistillationObjective(SupervisedObjective):
         order = ("none", "own", "all")
         self.teacher_columns = max((t.teacher_columns for t in self.terms.values()), key=order.index, default="none")
         self.epoch, self.dcd_state, self.dcd_stale = 1, None, True
+        self.teacher_top: tuple[torch.Tensor, torch.Tensor] | None = None  # dcd online: the teacher's top-P
         self.rce_state, self.rce_stale = None, True
         self.generator = torch.Generator(device=self.device).manual_seed(seed + 7919)
 
@@ -271,7 +290,7 @@ class DistillationObjective(SupervisedObjective):
         own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
         n_own = own_t.shape[1]
         # one lookup per table: scores [B, n_scored + S], and rce's long lists on their r rows alone
-        fwd = with_extra_columns(model(users, own_t[:, :n_scored], negs, extra=rce_rows))
+        fwd = with_extra_columns(self.student_forward(model, users, own_t[:, :n_scored], negs, extra=rce_rows))
         total, parts = self.supervised(fwd, pos, negs, users, dot_product=scores_by_dot_product(model))
         if self.teacher is not None and self.teacher_columns != "none":
             shared = negs if self.teacher_columns == "all" else None  # the teacher scores only what a term uses
@@ -365,8 +384,9 @@ class DistillationObjective(SupervisedObjective):
         return torch.cat([fixed, picked], dim=1), torch.cat([ok_fixed, ok], dim=1)
 
     def _sample_dcd(self, model: Ranker, users: torch.Tensor):
-        """-> items [B, 2D] (D under-estimated from the teacher's top-K, D over-estimated from the student's),
-        their teacher ranks [B, 2D] (K when outside the teacher's top-K), and ok [B, 2D]."""
+        """-> items [B, 2D]: D drawn from the under-estimated set (the teacher's top-K), then D from the
+        over-estimated set (the student's top-K), never one item in both; their teacher ranks [B, 2D] (>= K:
+        outside the teacher's top-K) and ok [B, 2D] (False: fewer than D items of positive weight)."""
         if self.dcd_stale or self.dcd_state is None:
             self._refresh_dcd(model)
         log_under, student_top, teacher_rank_of_top, log_over = self.dcd_state
@@ -378,17 +398,43 @@ class DistillationObjective(SupervisedObjective):
 
     @torch.no_grad()
     def _refresh_dcd(self, model: Ranker) -> None:
-        """The student's ranking of the whole catalogue (once per epoch) -> DCD's sampling weights:
-        under-estimated ∝ tanh(max(μ (r_student - r_teacher), 0)) over the teacher's top-K,
-        over-estimated ∝ tanh(max(μ (r_teacher - r_student), 0)) over the student's top-K."""
+        """DCD's two sets for every user (once per epoch; Lee & Kim 2021, user side), with r_t, r_s the
+        teacher's and the student's 0-based ranks (training items left out):
+
+        - under-estimated: the teacher's top-K, item i drawn ∝ tanh(max(μ (r_s(i) − r_t(i)), 0));
+        - over-estimated: the student's top-K, item j drawn ∝ tanh(max(μ (r_t(j) − r_s(j)), 0)).
+
+        An item in both lists gets the same (r_t, r_s) in both, so at most one of its weights is positive.
+        No full sort: the student's ranks come from its top-P (:func:`saturation_depth`, one chunked top-K
+        pass); an item outside it gets r_s = P, within ε of the exact weight. r_t of a student top-K item
+        outside the teacher's top-K: online, its place in the frozen teacher's own top-P (computed once, P if
+        absent); cached, only ">= K" is known and K is used (a lower bound: such an item's over-estimation
+        weight is then too small when the student ranks it near K; documented difference from the paper,
+        whose teacher ranks the whole catalogue)."""
         kn, mu, k = self.knowledge, self.config.dcd_mu, self.knowledge.k
-        top, top_valid, student_ranks, teacher_rank_of_top = rank_with_positions(model, self.exclude, k, kn.items,
-                                                                                 kn.valid)
+        depth = saturation_depth(k, mu, self.n_items)
+        ranking = rank_all(model, self.exclude, depth, memory_budget=default_memory_budget(self.device))
+        top = ranking.items.to(self.device)
+        top_valid = torch.isfinite(ranking.scores).to(self.device)
+        student_rank = list_positions(kn.items, kn.valid, top, top_valid)  # [U, K], depth where outside
+        top, top_valid = top[:, :k], top_valid[:, :k]  # the over-estimated candidates: the student's top-K
+        teacher_rank = list_positions(top, top_valid, kn.items, kn.valid)  # [U, K], K where outside
+        if self.teacher is not None:
+            teacher_top, teacher_valid = self._teacher_top(depth)
+            beyond = list_positions(top, top_valid, teacher_top, teacher_valid).clamp_min(k)
+            teacher_rank = torch.where(teacher_rank < k, teacher_rank, beyond)
         positions = torch.arange(k, device=self.device)
-        under = discrepancy_weights(positions, student_ranks, mu) * kn.valid
-        over = discrepancy_weights(positions[: top.shape[1]], teacher_rank_of_top, mu) * top_valid
-        self.dcd_state = (under.log(), top, teacher_rank_of_top, over.log())
+        under = discrepancy_weights(positions, student_rank, mu) * kn.valid
+        over = discrepancy_weights(positions[: top.shape[1]], teacher_rank, mu) * top_valid
+        self.dcd_state = (under.log(), top, teacher_rank, over.log())
         self.dcd_stale = False
+
+    def _teacher_top(self, depth: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The frozen teacher's top-``depth`` items of every user and their validity (computed once)."""
+        if self.teacher_top is None or self.teacher_top[0].shape[1] < depth:
+            ranking = rank_all(self.teacher, self.exclude, depth, memory_budget=default_memory_budget(self.device))
+            self.teacher_top = (ranking.items.to(self.device), torch.isfinite(ranking.scores).to(self.device))
+        return self.teacher_top
 
     def _rce_columns(self, model: Ranker, users: torch.Tensor, start: int):
         """rce's own columns from column ``start`` on, carried by the first r = ``rce_rows`` rows of the batch:

@@ -47,6 +47,12 @@ class FitResult:
     resumed_from_epoch: int = 0
 
 
+def student_autocast(bf16: bool, device: torch.device) -> tuple[str, torch.dtype] | None:
+    """(device type, dtype) of the autocast around the student's forward pass: bf16 on CUDA when asked,
+    else None (fp32; CPU autocast is slower than fp32 here)."""
+    return ("cuda", torch.bfloat16) if bf16 and device.type == "cuda" else None
+
+
 class Trainer:
     """``model``: a Ranker (trained in this process: :class:`LocalEngine`) or an :class:`Engine`."""
 
@@ -77,6 +83,13 @@ class Trainer:
         self.steps_per_epoch = math.ceil(len(self.users) / config.batch_size)
         self.step, self.epoch, self.epoch_steps = 0, 1, 0
         self._paused: dict | None = None  # the loop state of a paused fit (fit(stop_after=...))
+        # bf16 autocast for the student's forward alone: the objective enters it around that call, so the
+        # teacher's scores and every ranking used as a target stay fp32 (an objective without the hook: the
+        # whole call, as before)
+        self.autocast = student_autocast(config.bf16, device)
+        self._autocast_whole = self.autocast is not None and not hasattr(objective, "set_student_autocast")
+        if self.autocast is not None and not self._autocast_whole:
+            objective.set_student_autocast(self.autocast)
         self.checkpointer = None
         if checkpoint_dir is not None:
             ident = {"model": name, "train": _jsonable(config), "data": {
@@ -123,8 +136,7 @@ class Trainer:
         -> the global batch's loss parts (detached; the same in every process)."""
         self._set_lr()
         scale = self.engine.loss_scale(len(users), total)
-        autocast = (torch.autocast("cuda", dtype=torch.bfloat16)
-                    if self.config.bf16 and self.device.type == "cuda" else nullcontext())
+        autocast = torch.autocast(*self.autocast) if self._autocast_whole else nullcontext()
         with autocast, self.engine.step(len(users), total):
             loss, parts = self.objective(self.model, users, pos, negs)
         finite, parts = self.engine.reduce(loss, parts, scale)
