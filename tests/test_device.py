@@ -66,7 +66,8 @@ def test_run_config_stores_the_device_resolved(no_cuda):
     ["run"], ["train", "--out", "m"], ["distill", "--teacher", "t", "--out", "s"],
     ["evaluate", "--model", "m"], ["recommend", "--model", "m", "--out", "r.parquet"],
 ], ids=["run", "train", "distill", "evaluate", "recommend"])
-def test_command_asking_for_cuda_without_it_is_one_error_line(no_cuda, capsys, argv):
+def test_command_asking_for_cuda_without_it_is_one_error_line(no_cuda, capsys, argv, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a refused command leaves nothing behind, here or in the repository
     assert main([*argv, "--device", "cuda"]) == 2  # refused before any file is read
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: device 'cuda' asks for CUDA")
