@@ -37,6 +37,7 @@ from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.evaluator import DEFAULT_MEMORY_BUDGET, chunk_size, rank_all
 from rankdistill.evaluation.topk import topk_ties_by_index
 from rankdistill.models.base import DotProductRanker, Ranker
+from rankdistill.train.discrepancy import list_positions
 
 METADATA_KEY = "rankdistill.teacher_knowledge"
 VERSION = 1
@@ -298,7 +299,7 @@ def rank_with_positions(
     was_training = model.training
     model.eval()
     device = items.device
-    n_users, n_items, big_k = exclude.n_rows, exclude.n_cols, items.shape[1]
+    n_users, n_items = exclude.n_rows, exclude.n_cols
     valid = torch.ones_like(items, dtype=torch.bool) if valid is None else valid
     c = chunk_size(n_items, memory_budget // 2)  # scores, their sorted copy, the position map
     item_t = model.item_matrix().T.contiguous() if isinstance(model, DotProductRanker) else None
@@ -307,7 +308,6 @@ def rank_with_positions(
     top_valid = torch.empty(n_users, k_out, dtype=torch.bool, device=device)
     positions = torch.empty(n_users, k_out, dtype=torch.int64, device=device)
     ranks = torch.empty_like(items) if with_ranks else None
-    slots = torch.arange(big_k, device=device)
     for a in range(0, n_users, c):
         b = min(n_users, a + c)
         users = torch.arange(a, b, device=device)
@@ -319,8 +319,7 @@ def rank_with_positions(
         if with_ranks:
             ascending = scores.sort(dim=1).values
             ranks[a:b] = n_items - torch.searchsorted(ascending, scores.gather(1, items[a:b]), right=True)
-        where = torch.full((b - a, n_items + 1), big_k, dtype=torch.int64, device=device)  # last column: padding
-        where.scatter_(1, torch.where(valid[a:b], items[a:b], n_items), slots.expand(b - a, -1))
-        positions[a:b] = where.gather(1, top[a:b])
+        # the top items' places in the given lists: a binary search per row, not a [chunk, n_items] map
+        positions[a:b] = list_positions(top[a:b], torch.ones_like(top[a:b], dtype=torch.bool), items[a:b], valid[a:b])
     model.train(was_training)
     return top, top_valid, ranks, positions
