@@ -219,22 +219,28 @@ def write_metrics(model_dir: str | Path, metrics: dict, path: str | Path | None 
     return atomic_write_text(target, json.dumps(metrics, indent=2, default=_json_default) + "\n")
 
 
+def read_header(path: Path, name: str, fmt: str, version: int, what: str, how: str) -> dict:
+    """The JSON file ``name`` that heads a directory written by rankdistill (a model directory's config, an
+    export's manifest), checked: present, readable, of format ``fmt`` and a version this code reads."""
+    if not (path / name).exists():
+        raise RankdistillError(f"{path} is not a rankdistill {what} directory (no {name}); write one with {how}")
+    try:
+        header = json.loads((path / name).read_text())
+    except (OSError, ValueError) as e:
+        raise RankdistillError(f"cannot read {path / name}: {e}") from None
+    if not isinstance(header, dict) or header.get("format") != fmt:
+        raise RankdistillError(f"{path / name} is not a rankdistill {what} {name.split('.')[0]}")
+    if header.get("version", 0) > version:
+        raise RankdistillError(f"{path} was written by a newer rankdistill ({what} format {header['version']}, "
+                               f"this one reads {version}); upgrade rankdistill")
+    return header
+
+
 def load(path: str | Path, device: torch.device | str = "cpu") -> SavedModel:
     """Load a model directory written by ``rankdistill train`` / ``distill`` (or :func:`save_model`)."""
     input_path(path, "model directory")  # exists, readable, no link loop
     path = Path(path)
-    if not (path / CONFIG).exists():
-        raise RankdistillError(f"{path} is not a rankdistill model directory (no {CONFIG}); "
-                               "write one with rankdistill train --out")
-    try:
-        config = json.loads((path / CONFIG).read_text())
-    except (OSError, ValueError) as e:
-        raise RankdistillError(f"cannot read {path / CONFIG}: {e}") from None
-    if not isinstance(config, dict) or config.get("format") != FORMAT:
-        raise RankdistillError(f"{path / CONFIG} is not a rankdistill model config")
-    if config.get("version", 0) > VERSION:
-        raise RankdistillError(f"{path} was written by a newer rankdistill (model format {config['version']}, "
-                               f"this one reads {VERSION}); upgrade rankdistill")
+    config = read_header(path, CONFIG, FORMAT, VERSION, "model", "rankdistill train --out")
     for name in (WEIGHTS, USER_VOCAB, ITEM_VOCAB):
         if not (path / name).exists():
             raise RankdistillError(f"model directory {path} has no {name}; it is incomplete, write it again")

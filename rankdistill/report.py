@@ -56,27 +56,36 @@ def curves(result: RunResult, metric: str) -> dict[str, list[list[float]]]:
     return {k: v for k, v in out.items() if v}
 
 
-def plot_curves(report: dict, path: str | Path) -> Path:
-    """Validation NDCG@20 against wall-clock seconds, one line per model trained (pilots dashed)."""
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
-    for name, points in report["curves"].items():
-        xs, ys = zip(*points)
-        ax.plot(xs, ys, "--" if name.startswith("pilot") else "o-", label=name, markersize=3,
-                alpha=0.6 if name.startswith("pilot") else 1.0)
-    ax.set_xlabel("seconds since the model's training began")
-    ax.set_ylabel(report["protocol"]["selection"])
-    ax.set_title(f"{report['dataset']['name']}: validation against time")
+    return plt
+
+
+def _save(fig, ax, path: str | Path, title: str, xlabel: str, ylabel: str) -> Path:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
+    _pyplot().close(fig)
     return Path(path)
+
+
+def plot_curves(report: dict, path: str | Path) -> Path:
+    """Validation NDCG@20 against wall-clock seconds, one line per model trained (pilots dashed)."""
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.2), dpi=120)
+    for name, points in report["curves"].items():
+        xs, ys = zip(*points)
+        ax.plot(xs, ys, "--" if name.startswith("pilot") else "o-", label=name, markersize=3,
+                alpha=0.6 if name.startswith("pilot") else 1.0)
+    return _save(fig, ax, path, f"{report['dataset']['name']}: validation against time",
+                 "seconds since the model's training began", report["protocol"]["selection"])
 
 
 def timings_table(report: dict) -> str:
@@ -192,14 +201,9 @@ def sizes_table(report: dict, metric: str = "ndcg@20") -> str:
 
 def plot_sizes(report: dict, path: str | Path, metric: str = "ndcg@20") -> Path:
     """NDCG@20 against parameter count: students alone and distilled as two curves, the teacher as a line."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     rows = report["sizes"]
     params = [r["params"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    fig, ax = _pyplot().subplots(figsize=(6.4, 4.2), dpi=120)
     ax.plot(params, [r["student"][metric] for r in rows], "o-", label="student alone")
     ax.plot(params, [r["distilled"][metric] for r in rows], "s-",
             label=f"student distilled ({report['models']['distilled'].get('method', 'kd')})")
@@ -210,15 +214,8 @@ def plot_sizes(report: dict, path: str | Path, metric: str = "ndcg@20") -> Path:
         ax.annotate(f"d={r['embedding_dim']}", (r["params"], r["student"][metric]), textcoords="offset points",
                     xytext=(0, -12), ha="center", fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("student parameters")
-    ax.set_ylabel(f"test {metric.upper()} (full ranking)")
-    ax.set_title(f"{report['dataset']['name']}: quality against size")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return Path(path)
+    return _save(fig, ax, path, f"{report['dataset']['name']}: quality against size", "student parameters",
+                 f"test {metric.upper()} (full ranking)")
 
 
 def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:

@@ -35,7 +35,7 @@ import torch
 from rankdistill.data.split import Split
 from rankdistill.data.vocab import IdVocab
 from rankdistill.errors import RankdistillError
-from rankdistill.modeldir import METRICS, SavedModel
+from rankdistill.modeldir import METRICS, SavedModel, read_header
 from rankdistill.serving.index import INSTALL_HINT, IndexConfig, build_index, faiss_or_none, write_index
 from rankdistill.serving.quantize import PRECISIONS, QuantizedTable, from_parts, quantize
 from rankdistill.serving.vectors import VectorRanker, score_rule, serving_vectors
@@ -190,18 +190,8 @@ def _read_table(path: Path, key: str, precision: str, dim: int) -> tuple[pd.Inde
 def read_export(path: str | Path) -> Export:
     """An export directory written by :func:`export_model` (``rankdistill export``)."""
     path = Path(path)
-    if not (path / MANIFEST).exists():
-        raise RankdistillError(f"{path} is not a rankdistill export directory (no {MANIFEST}); write one with "
-                               "rankdistill export --model MODEL_DIR --out EXPORT_DIR")
-    try:
-        manifest = json.loads((path / MANIFEST).read_text())
-    except (OSError, ValueError) as e:
-        raise RankdistillError(f"cannot read {path / MANIFEST}: {e}") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
-        raise RankdistillError(f"{path / MANIFEST} is not a rankdistill export manifest")
-    if manifest.get("version", 0) > VERSION:
-        raise RankdistillError(f"{path} was written by a newer rankdistill (export format {manifest['version']}, "
-                               f"this one reads {VERSION}); upgrade rankdistill")
+    manifest = read_header(path, MANIFEST, FORMAT, VERSION, "export",
+                           "rankdistill export --model MODEL_DIR --out EXPORT_DIR")
     precision, dim = manifest["precision"], int(manifest["dim"])
     user_ids, users = _read_table(path / USERS, "user", precision, dim)
     item_ids, items = _read_table(path / ITEMS, "item", precision, dim)
