@@ -159,7 +159,7 @@ def test_save_model_refuses_the_working_directory(tmp_path, monkeypatch, tiny_fr
     from rankdistill.config import ModelConfig
     from rankdistill.data.interactions import Interactions
     from rankdistill.modeldir import save_model
-    from tests.helpers import tiny_student
+    from helpers import tiny_student
 
     monkeypatch.chdir(tmp_path)
     data = Interactions.from_frame(tiny_frame, "tiny")
@@ -264,7 +264,7 @@ def test_full_disk_when_the_model_is_renamed_into_place_restores_the_old_one(tmp
     from rankdistill.config import ModelConfig
     from rankdistill.data.interactions import Interactions
     from rankdistill.modeldir import load, save_model
-    from tests.helpers import tiny_student
+    from helpers import tiny_student
 
     data = Interactions.from_frame(tiny_frame, "tiny")
     out = save_model(tmp_path / "m", tiny_student(tiny_split, seed=1), ModelConfig(embedding_dim=4), data, tiny_split)

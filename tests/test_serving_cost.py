@@ -10,7 +10,7 @@ from rankdistill.cli import main
 from rankdistill.config import ModelConfig
 from rankdistill.models.factory import build_model
 from rankdistill.serving.cost import int8_metrics, model_bytes, ms_per_user, serving_cost
-from tests.helpers import MatrixRanker
+from helpers import MatrixRanker
 
 
 def test_model_bytes_of_a_two_tower_model():
