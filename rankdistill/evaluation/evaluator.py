@@ -7,10 +7,11 @@ and validation items are masked. Ties: score descending, then item index ascendi
 How it runs, and why memory is bounded:
 
 - **Dot-product rankers on the CPU**, when rows are long enough for the prefilter (I >= 128·K): passes of
-  512 users (fewer when the 4096-item tile would take over a quarter of the budget) through :func:`rankdistill.evaluation.streaming.stream_topk`, which scores a cache-sized tile of
-  items at a time and keeps only the item blocks that can still reach the top K (no [C, I] buffer in main
-  memory, the same result); a pass whose scores tie so much that the kept blocks would pass half the
-  budget falls back to the whole-row path below.
+  512 users (fewer when the 4096-item tile would take over a quarter of the budget) through
+  :func:`rankdistill.evaluation.streaming.stream_topk`, which scores a cache-sized tile of items at a time
+  and keeps only the item blocks that can still reach the top K: no [C, I] buffer in main memory, the same
+  result (about 1.2-1.4x faster than the whole-row path, see benchmarks/results/evaluation-cpu.md); a pass
+  whose scores tie so much that the kept blocks would pass half the budget falls back to the whole-row path.
 - **Dot-product rankers** otherwise (:class:`DotProductRanker`): the item matrix is computed once; users are
   scored in chunks of C by one matmul into a reused [C, I] buffer, the chunk's seen items are set to -inf with one
   ``index_put_``, and the exact top K is taken on the device with the block-maximum prefilter

@@ -13,25 +13,25 @@ into blocks of B consecutive items, and only the blocks that can still hold a to
   tiles, groups of ``GROUP`` blocks later (fewer values to take a top-K of, updated once K new groups came).
 - A block is kept when its maximum is >= ``thr`` (updated with the block's own tile first), so every block
   whose maximum is >= M_K is kept, at least K per row.
-- After the last tile, the K kept blocks with the largest maxima (ties: lowest block index) are exactly the K
-  blocks the block-maximum prefilter chooses over the full row, and the exact top K (score descending, item
-  index ascending) lies in them (proof in :mod:`rankdistill.evaluation.topk`). The top K of their K·B scores,
-  with the same tie rule, is the result.
+- After the last tile, kept blocks whose maximum is below the final bound are dropped (they cannot reach
+  M_K). The live blocks hold every item scoring at least M_K, hence every item scoring at least v_K, the
+  K-th largest score, ties included, and at least K items; so the top K of their scores by (score
+  descending, item index ascending) is the exact top K of the row.
 
 Each score is one dot product of length D computed by the same BLAS; the whole-row matmul and the tiles give
 the same floats, so the rankings are bit-identical (tests/test_streaming.py checks it on real-valued
 scores, benchmarks/evaluation.py on the benchmark's job). Kept blocks cost memory in proportion to how often
 a row's running K-th maximum is beaten, about K·(1 + ln(I / (K·B))) blocks per user for real-valued scores
-(595 at I = 500,000, K = 100, B = 32: 4% of the scores). Scores with many ties can keep far more: when the
-kept scores would pass ``max_kept`` the function gives up and returns None, and the caller uses the
-whole-row path.
+(595 at I = 500,000, K = 100, B = 32: 4% of the scores; about 110 of them are live at the end). Scores with
+many ties can keep far more: when the kept scores would pass ``max_kept`` the function gives up and returns
+None, and the caller uses the whole-row path.
 """
 
 from __future__ import annotations
 
 import torch
 
-from rankdistill.evaluation.topk import topk_blockmax, topk_ties_by_index
+from rankdistill.evaluation.topk import topk_ties_by_index
 
 TILE_ITEMS = 4096  # items per tile: the T·C tile (8 MiB) stays in cache (measured on CPU: 1024 to 4096)
 BLOCK = 32  # items per block: small blocks keep fewer scores per user, larger ones take fewer maxima
@@ -145,27 +145,31 @@ def stream_topk(
                 grown[: n_kept - len(keep) * block] = vals[: n_kept - len(keep) * block]
             vals = ws["kept"] = grown
         torch.index_select(scores.view(-1), 0, start.view(-1), out=vals[n_kept - len(keep) * block : n_kept])
-    return _finish(torch.cat(kept_rows), torch.cat(kept_blocks), torch.cat(kept_max), ws["kept"][:n_kept].view(-1, block),
-                   c, k, block, ws)
+    rows, blocks, kept = torch.cat(kept_rows), torch.cat(kept_blocks), torch.cat(kept_max)
+    # Blocks kept while the bound was still low and below the final one cannot be among the K chosen (their
+    # maximum is below M_K): leave them out before the sort (most of them, with real-valued scores).
+    live = (kept >= thr.index_select(0, rows)).nonzero().squeeze(1)
+    values = ws["kept"][:n_kept].view(-1, block)
+    return _finish(rows[live], blocks[live], live, values, c, k, block)
 
 
-def _finish(rows: torch.Tensor, blocks: torch.Tensor, maxima: torch.Tensor, values: torch.Tensor, c: int, k: int,
-            block: int, workspace: dict) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k over the kept blocks: rows, blocks int64 [m], maxima [m], values [m, B] (each row's blocks in
-    ascending order) -> (values [C, k], items [C, k])."""
+def _finish(rows: torch.Tensor, blocks: torch.Tensor, where: torch.Tensor, values: torch.Tensor, c: int, k: int,
+            block: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-k over the live blocks: rows, blocks int64 [m] (each row's blocks in ascending order), where int64
+    [m]: their rows in ``values`` [M, B] -> (values [C, k], items [C, k]).
+
+    Each row's live blocks hold every item scoring at least M_K, so its top K lies among their scores (at
+    least K of them: >= K live blocks per row). They are laid out in block order, -inf padding after them,
+    and the plain top-K with the tie rule picks from them; padding comes after every real candidate, so it
+    is never picked."""
     order = torch.argsort(rows, stable=True)  # by row, blocks ascending within a row
     sorted_rows = rows[order]
     counts = torch.bincount(sorted_rows, minlength=c)
     pos = torch.arange(len(rows), device=rows.device) - torch.repeat_interleave(counts.cumsum(0) - counts, counts)
     width = int(counts.max())
-    padded = torch.full((c, width), float("-inf"), dtype=maxima.dtype, device=maxima.device)
-    padded[sorted_rows, pos] = maxima[order]  # padding after each row's kept blocks: never chosen (>= k kept)
-    where = torch.zeros((c, width), dtype=torch.int64, device=rows.device)
-    where[sorted_rows, pos] = order
-    _, chosen = topk_ties_by_index(padded, k)
-    chosen = chosen.sort(1).values  # ascending block order, so candidate columns stay in item order
-    picked = where.gather(1, chosen).view(-1)  # [C·k] indices of the kept blocks
-    cand = values.index_select(0, picked).view(c, k * block)
-    top_values, j = topk_blockmax(cand, k, workspace=workspace)
-    first = blocks.index_select(0, picked).view(c, k)
-    return top_values, first.gather(1, j // block) * block + j % block
+    cand = torch.full((c, width, block), float("-inf"), dtype=values.dtype, device=values.device)
+    cand[sorted_rows, pos] = values.index_select(0, where.index_select(0, order))
+    first = torch.zeros((c, width), dtype=torch.int64, device=rows.device)
+    first[sorted_rows, pos] = blocks.index_select(0, order) * block
+    top_values, j = topk_ties_by_index(cand.view(c, width * block), k)
+    return top_values, first.gather(1, j // block) + j % block
