@@ -118,3 +118,20 @@ def test_rank_all_falls_back_to_whole_rows_when_ties_keep_too_much(monkeypatch):
     rows, cols = rows_of(exclude, torch.arange(6))
     expected = dense_reference(model.U, model.I, rows, cols, 5)
     assert torch.equal(ranking.items, expected[1])
+
+
+def test_rank_all_keeps_whole_rows_with_more_than_one_thread(monkeypatch):
+    g = torch.Generator().manual_seed(5)
+    model = MatrixRanker(torch.randn(4, 8, generator=g), torch.randn(5_000, 8, generator=g))
+    exclude = exclude_csr(4, 5_000, 10, seed=5)
+    calls = []
+    monkeypatch.setattr(streaming, "stream_topk", lambda *a, **kw: calls.append(1))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        ranking = rank_all(model, exclude, 10)
+    finally:
+        torch.set_num_threads(threads)
+    assert calls == []
+    rows, cols = rows_of(exclude, torch.arange(4))
+    assert torch.equal(ranking.items, dense_reference(model.U, model.I, rows, cols, 10)[1])

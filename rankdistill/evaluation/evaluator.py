@@ -6,12 +6,13 @@ and validation items are masked. Ties: score descending, then item index ascendi
 
 How it runs, and why memory is bounded:
 
-- **Dot-product rankers on the CPU**, when rows are long enough for the prefilter (I >= 128·K): passes of
-  512 users (fewer when the 4096-item tile would take over a quarter of the budget) through
-  :func:`rankdistill.evaluation.streaming.stream_topk`, which scores a cache-sized tile of items at a time
-  and keeps only the item blocks that can still reach the top K: no [C, I] buffer in main memory, the same
-  result (about 1.2-1.4x faster than the whole-row path, see benchmarks/results/evaluation-cpu.md); a pass
-  whose scores tie so much that the kept blocks would pass half the budget falls back to the whole-row path.
+- **Dot-product rankers on the CPU, one thread** (the CLI's default), when rows are long enough for the
+  prefilter (I >= 128·K): passes of 512 users (fewer when the 4096-item tile would take over a quarter of
+  the budget) through :func:`rankdistill.evaluation.streaming.stream_topk`, which scores a cache-sized tile
+  of items at a time and keeps only the item blocks that can still reach the top K: no [C, I] buffer in
+  main memory, the same result (about 1.3x faster than the whole-row path, see
+  benchmarks/results/evaluation-cpu.md); a pass whose scores tie so much that the kept blocks would pass
+  half the budget falls back to the whole-row path.
 - **Dot-product rankers** otherwise (:class:`DotProductRanker`): the item matrix is computed once; users are
   scored in chunks of C by one matmul into a reused [C, I] buffer, the chunk's seen items are set to -inf with one
   ``index_put_``, and the exact top K is taken on the device with the block-maximum prefilter
@@ -195,7 +196,9 @@ def rank_all(
         top_items = torch.empty(len(users), k_out, dtype=torch.int64, device=device)
         top_scores = torch.empty(len(users), k_out, device=device)
         workspace: dict = {}
-        streamed = dot and device.type == "cpu" and item_block is None
+        # One thread only: with two, on the 2-core CPU measured, streaming's many small ops each paid the
+        # thread team's synchronisation and ran 1.9x slower than whole rows (benchmarks/results/evaluation-cpu.md).
+        streamed = dot and device.type == "cpu" and item_block is None and torch.get_num_threads() == 1
         passes = streaming.tile_users(n_items, k_out, memory_budget) if streamed else 0
         step = passes or chunk
         for a in range(0, len(users), step):
