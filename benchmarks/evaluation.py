@@ -49,6 +49,7 @@ def import_evaluation():
 
 
 ev = import_evaluation()
+from rankdistill.evaluation import streaming  # noqa: E402
 from rankdistill.data.csr import Csr  # noqa: E402
 from rankdistill.evaluation.topk import topk_ties_by_index  # noqa: E402
 from rankdistill.models.base import DotProductRanker  # noqa: E402
@@ -99,6 +100,32 @@ def timed(fn, device: torch.device, repeats: int) -> list[float]:
         fn()
         sync(device)
         out.append(time.perf_counter() - t0)
+    return out
+
+
+def tile_rates(dim: int, n_items: int, users: int, tile: int, block: int, device: torch.device,
+               reps: int) -> dict[str, float]:
+    """GFLOP/s of the streaming path's own matmul, [tile × dim] @ [dim × users] item tiles over the whole
+    catalogue into one reused buffer, alone (``tiles``) and followed by the one read of every score that any
+    exact top-K needs, the block maxima (``tiles_amax``): what the evaluator could reach if everything else
+    were free. Median of ``reps`` after a warm-up."""
+    g = torch.Generator(device="cpu").manual_seed(2)
+    items = torch.randn(n_items, dim, generator=g).to(device)
+    vectors_t = torch.randn(dim, users, generator=g).to(device)
+    buf = torch.empty(tile, users, device=device)
+    starts = range(0, n_items - tile + 1, tile)  # whole tiles only
+
+    def tiles(amax: bool) -> None:
+        for s in starts:
+            torch.mm(items[s : s + tile], vectors_t, out=buf)
+            if amax:
+                buf.view(tile // block, block, users).amax(1)
+
+    flop = 2 * len(starts) * tile * dim * users
+    out = {}
+    for name, amax in (("tiles", False), ("tiles_amax", True)):
+        tiles(amax)
+        out[name] = flop / statistics.median(timed(lambda a=amax: tiles(a), device, reps)) / 1e9
     return out
 
 
@@ -174,9 +201,29 @@ def main() -> None:
     def job():
         result["ranking"] = ev.rank_all(model, exclude_dev, args.k, memory_budget=budget)
 
-    times = timed(job, device, args.repeats)
+    def whole_rows():  # the path the evaluator took before streaming (and still takes on a GPU)
+        original = streaming.tile_users
+        streaming.tile_users = lambda *a: 0
+        try:
+            result["whole"] = ev.rank_all(model, exclude_dev, args.k, memory_budget=budget)
+        finally:
+            streaming.tile_users = original
+
+    streams = (device.type == "cpu" and torch.get_num_threads() == 1
+               and streaming.tile_users(args.items, args.k, budget) > 0)  # as rank_all decides
+    times, whole_times = [], []
+    for _ in range(args.repeats):  # alternated, so both see the same load on a shared machine
+        times += timed(job, device, 1)
+        if streams:
+            whole_times += timed(whole_rows, device, 1)
     seconds = statistics.median(times)
     print(f"evaluator: {', '.join(f'{t:.2f}' for t in times)} s (median {seconds:.2f} s)")
+    if streams:
+        whole_seconds = statistics.median(whole_times)
+        same_whole = bool(torch.equal(result["ranking"].items, result["whole"].items)
+                          and torch.equal(result["ranking"].scores, result["whole"].scores))
+        print(f"whole-row path (before): {', '.join(f'{t:.2f}' for t in whole_times)} s (median "
+              f"{whole_seconds:.2f} s); bit-identical rankings: {same_whole}")
 
     rates = matmul_rates(args.dim, args.items, chunk, device)
     flop = 2 * args.users * args.items * args.dim
@@ -184,6 +231,12 @@ def main() -> None:
     print(f"matmul: square 2048^3 {rates['square_2048']:.1f} GFLOP/s, job shape [{chunk}x{args.dim}]@"
           f"[{args.dim}x{args.items}] {rates['job_shape']:.1f} GFLOP/s -> floor {floor:.2f} s for "
           f"{flop / 1e9:.0f} GFLOP")
+    pass_users = streaming.tile_users(args.items, args.k, budget) or min(chunk, args.users)
+    tiles = tile_rates(args.dim, args.items, pass_users, streaming.TILE_ITEMS, streaming.BLOCK, device,
+                       3 if device.type == "cpu" else 10)
+    print(f"matmul of the evaluator's tiles [{streaming.TILE_ITEMS}x{args.dim}]@[{args.dim}x{pass_users}] into a "
+          f"reused buffer: {tiles['tiles']:.1f} GFLOP/s ({flop / tiles['tiles'] / 1e9:.2f} s); with the block "
+          f"maxima read: {tiles['tiles_amax']:.1f} GFLOP/s ({flop / tiles['tiles_amax'] / 1e9:.2f} s)")
 
     n_naive = min(args.naive_users, args.users)
     check_users = list(range(0, args.users, max(1, args.users // n_naive)))[:n_naive]
@@ -208,7 +261,16 @@ def main() -> None:
            "max_score_gap_vs_naive": gap,
            "matmul_gflops": {k: round(v, 1) for k, v in rates.items()},
            "floor_seconds_job_shape": round(flop / (rates["job_shape"] * 1e9), 3),
+           "tile_gflops": {k: round(v, 1) for k, v in tiles.items()},
+           "floor_seconds_tiles": round(flop / (tiles["tiles"] * 1e9), 3),
+           "ratio_to_tiles": round(seconds * tiles["tiles"] * 1e9 / flop, 3),
+           "floor_seconds_tiles_amax": round(flop / (tiles["tiles_amax"] * 1e9), 3),
+           "ratio_to_tiles_amax": round(seconds * tiles["tiles_amax"] * 1e9 / flop, 3),
            "peak_rss_mb": round(peak_mb)}
+    if streams:
+        row.update(tile_users=pass_users, tile_items=streaming.TILE_ITEMS, block=streaming.BLOCK,
+                   whole_row_seconds=round(whole_seconds, 3), whole_row_runs=[round(t, 3) for t in whole_times],
+                   speedup_vs_whole_row=round(whole_seconds / seconds, 2), identical_to_whole_row=same_whole)
     if device.type == "cuda":
         row["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20)
     print(json.dumps(row))

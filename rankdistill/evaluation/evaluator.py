@@ -6,8 +6,15 @@ and validation items are masked. Ties: score descending, then item index ascendi
 
 How it runs, and why memory is bounded:
 
-- **Dot-product rankers** (:class:`DotProductRanker`): the item matrix is computed once; users are scored in
-  chunks of C by one matmul into a reused [C, I] buffer, the chunk's seen items are set to -inf with one
+- **Dot-product rankers on the CPU, one thread** (the CLI's default), when rows are long enough for the
+  prefilter (I >= 128·K): passes of 512 users (fewer when the 4096-item tile would take over a quarter of
+  the budget) through :func:`rankdistill.evaluation.streaming.stream_topk`, which scores a cache-sized tile
+  of items at a time and keeps only the item blocks that can still reach the top K: no [C, I] buffer in
+  main memory, the same result (about 1.3x faster than the whole-row path, see
+  benchmarks/results/evaluation-cpu.md); a pass whose scores tie so much that the kept blocks would pass
+  half the budget falls back to the whole-row path.
+- **Dot-product rankers** otherwise (:class:`DotProductRanker`): the item matrix is computed once; users are
+  scored in chunks of C by one matmul into a reused [C, I] buffer, the chunk's seen items are set to -inf with one
   ``index_put_``, and the exact top K is taken on the device with the block-maximum prefilter
   (:func:`topk_blockmax`). C follows from ``memory_budget`` (the buffer takes about half of it), so memory is
   set by the budget and the catalogue, not by the number of users.
@@ -31,6 +38,7 @@ import torch
 from rankdistill.data.csr import Csr
 from rankdistill.data.split import Split
 from rankdistill.errors import RankdistillError
+from rankdistill.evaluation import streaming
 from rankdistill.evaluation.metrics import DEFAULT_METRICS, METRICS, compute_metrics, mean_over_users
 from rankdistill.evaluation.topk import merge_topk, topk_blockmax
 from rankdistill.models.base import DotProductRanker, Ranker, as_ranker
@@ -111,9 +119,29 @@ class _ChunkScorer:
     def __init__(self, model: Ranker, n_items: int, chunk: int, block: int, device: torch.device) -> None:
         self.model, self.n_items, self.block = model, n_items, block
         self.dot = isinstance(model, DotProductRanker)
-        # [D, I] contiguous: the matmul reads it once per chunk; computed once per evaluation.
-        self.item_t = model.item_matrix().T.contiguous().to(device) if self.dot else None
-        self.buffer = torch.empty(chunk * block, device=device)
+        self.device, self.chunk = device, chunk
+        self._item_t = self._item_rows = self._buffer = None
+
+    @property
+    def item_t(self) -> torch.Tensor:
+        """[D, I] contiguous: the whole-row matmul reads it once per chunk; computed once per evaluation."""
+        if self._item_t is None:
+            self._item_t = self.model.item_matrix().T.contiguous().to(self.device)
+        return self._item_t
+
+    @property
+    def item_rows(self) -> torch.Tensor:
+        """[I, D] contiguous: the item matrix as :func:`streaming.stream_topk` reads it, tile by tile."""
+        if self._item_rows is None:
+            self._item_rows = self.model.item_matrix().contiguous().to(self.device)
+        return self._item_rows
+
+    @property
+    def buffer(self) -> torch.Tensor:
+        """The reused [C·L] score buffer of the whole-row and item-block paths (allocated on first use)."""
+        if self._buffer is None:
+            self._buffer = torch.empty(self.chunk * self.block, device=self.device)
+        return self._buffer
 
     def __call__(self, users: torch.Tensor, a: int, b: int, user_vectors: torch.Tensor | None) -> torch.Tensor:
         out = self.buffer[: len(users) * (b - a)].view(len(users), b - a)
@@ -169,13 +197,32 @@ def rank_all(
         top_items = torch.empty(len(users), k_out, dtype=torch.int64, device=device)
         top_scores = torch.empty(len(users), k_out, device=device)
         workspace: dict = {}
-        for a in range(0, len(users), chunk):
-            chunk_users = users[a : a + chunk]
-            v, i = _rank_chunk(scorer, chunk_users, exclude, k_out, block, workspace)
-            top_scores[a : a + len(chunk_users)], top_items[a : a + len(chunk_users)] = v, i
+        # One thread only: with two, on the 2-core CPU measured, streaming's many small ops each paid the
+        # thread team's synchronisation and ran 1.9x slower than whole rows (benchmarks/results/evaluation-cpu.md).
+        streamed = dot and device.type == "cpu" and item_block is None and torch.get_num_threads() == 1
+        passes = streaming.tile_users(n_items, k_out, memory_budget) if streamed else 0
+        step = passes or chunk
+        for a in range(0, len(users), step):
+            pass_users = users[a : a + step]
+            result = _stream_pass(scorer, pass_users, exclude, k_out, memory_budget, workspace) if passes else None
+            if result is not None:
+                top_scores[a : a + len(pass_users)], top_items[a : a + len(pass_users)] = result
+                continue
+            for b in range(0, len(pass_users), chunk):  # the whole-row path
+                chunk_users = pass_users[b : b + chunk]
+                v, i = _rank_chunk(scorer, chunk_users, exclude, k_out, block, workspace)
+                top_scores[a + b : a + b + len(chunk_users)], top_items[a + b : a + b + len(chunk_users)] = v, i
     finally:
         model.train(was_training)
     return Ranking(top_items, top_scores, users)
+
+
+def _stream_pass(scorer: _ChunkScorer, users: torch.Tensor, exclude: Csr, k: int, memory_budget: int,
+                 workspace: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Top-k of a pass of users through :func:`streaming.stream_topk` (None: too many ties, see there)."""
+    rows, cols = rows_of(exclude, users)
+    return streaming.stream_topk(scorer.model.user_vectors(users), scorer.item_rows, rows, cols, k,
+                                 max_kept=max(1, memory_budget // 8), workspace=workspace)
 
 
 def _rank_chunk(scorer: _ChunkScorer, users: torch.Tensor, exclude: Csr, k: int, block: int,
