@@ -106,6 +106,12 @@ def test_train_needs_out_from_a_flag_or_the_file(tmp_path, capsys):
 
 
 # -- refusals: exit 2, one line naming the key and the valid ones ------------------------------------------------
+@pytest.fixture(autouse=True)
+def _in_a_temporary_directory(tmp_path, monkeypatch):
+    """The relative --out of these commands (and the lock file beside it) land in tmp_path, not the repository."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _refused(capsys, argv) -> str:
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
