@@ -85,6 +85,8 @@ class TrainConfig:
     l2: float = knob(0.0, "L2 penalty on the embedding rows of the batch")
     dense_lr: float = knob(1e-3, "Adam learning rate of the tower / MLP / projection weights")
     patience: int = knob(3, "epochs without validation improvement before stopping")
+    min_delta: float = knob(0.0, "relative validation gain an epoch needs over the last counted best to reset the "
+                            "patience (0: any gain; 0.005 stops a slow tail); the best weights are kept either way")
     select_metric: str = knob("ndcg@20", "validation metric for model selection: ndcg@K, recall@K or mrr@K")
     lr_schedule: str = knob("constant", "factor on every learning rate, per step",
                             choices=("constant", "cosine", "linear"))
@@ -98,6 +100,8 @@ class TrainConfig:
         _positive(self, "epochs", "batch_size", "negatives", "dense_lr", "patience", "bsl_tau2")
         if self.l2 < 0:
             raise RankdistillError(f"l2 must be >= 0, got {self.l2}")
+        if not 0 <= self.min_delta < 1:
+            raise RankdistillError(f"min_delta must be in [0, 1), got {self.min_delta}")
         if self.lr_schedule not in ("constant", "cosine", "linear"):
             raise RankdistillError(f"lr_schedule must be constant, cosine or linear, got {self.lr_schedule!r}")
         if self.warmup_steps < 0:

@@ -217,3 +217,33 @@ def test_paused_fit_resumes_from_its_checkpoint_in_a_new_trainer(tiny_split, tmp
     b, fit_b = _fit(tiny_split, tmp_path)
     assert [h["valid"] for h in fit_b.history] == [h["valid"] for h in fit_a.history]
     assert torch.equal(b.item_table.weight, a.item_table.weight)
+
+
+def test_epochs_without_progress_counts_from_the_last_gain_that_counted():
+    from rankdistill.train.trainer import epochs_without_progress
+
+    values = [0.100, 0.1005, 0.1008, 0.1009, 0.1200, 0.1201]
+    assert epochs_without_progress(values, 0.0) == 0  # every epoch gained
+    assert epochs_without_progress(values[:4], 0.01) == 3  # 0.1009 < 0.100 * 1.01: three epochs of no progress
+    assert epochs_without_progress(values, 0.01) == 1  # 0.12 counted; 0.1201 < 0.12 * 1.01
+    assert epochs_without_progress([0.1, 0.09, 0.1], 0.0) == 2  # equal is not a gain
+    assert epochs_without_progress([], 0.01) == 0
+
+
+def test_min_delta_stops_a_slow_tail_but_keeps_the_best_weights(tiny_split, monkeypatch):
+    """Validation scripted to creep up by 0.2% an epoch: with min_delta 0.01 and patience 2 training stops
+    after epoch 3 and restores epoch 3's weights (the best, though its gain did not count); with min_delta 0
+    it runs all 5 epochs."""
+    from rankdistill.train.engine import LocalEngine
+
+    scripted = [0.100, 0.1002, 0.1004, 0.1006, 0.1008]
+    for min_delta, epochs in ((0.01, 3), (0.0, 5)):
+        calls = iter(scripted)
+        monkeypatch.setattr(LocalEngine, "validate", lambda self, split, k, metric: {f"{metric}@{k}": next(calls)})
+        model = build_model(ModelConfig(embedding_dim=4), tiny_split.n_users, tiny_split.n_items, seed=2)
+        config = TrainConfig(epochs=5, patience=2, min_delta=min_delta, batch_size=512, negatives=16)
+        trainer = Trainer(model, tiny_split, SupervisedObjective("softmax"), config)
+        fit = trainer.fit()
+        assert len(fit.history) == epochs and fit.best_epoch == epochs
+    with pytest.raises(RankdistillError, match="min_delta must be in"):
+        TrainConfig(min_delta=-0.1)

@@ -219,10 +219,9 @@ class Trainer:
                 for cb in self.callbacks:
                     cb.on_epoch_end(record)
                 if valid[self.select_metric] > best:
-                    best, best_epoch, since = valid[self.select_metric], epoch, 0
+                    best, best_epoch = valid[self.select_metric], epoch
                     best_state = engine.snapshot()
-                else:
-                    since += 1
+                since = epochs_without_progress([h["valid"][self.select_metric] for h in history], c.min_delta)
                 finished = since >= c.patience or epoch == c.epochs
                 if self.checkpointer:
                     shared = self._shared(epoch, best, best_state, best_epoch, since, history,
@@ -279,6 +278,25 @@ class Trainer:
             gen.set_state(state["rng"]["objective"])
         torch.set_rng_state(state["rng"]["torch"])
         self.step = state["step"]
+
+
+def epochs_without_progress(values: list[float], min_delta: float = 0.0) -> int:
+    """Epochs since the last that counted as progress: one whose validation value beat the last counted one
+    by more than the relative ``min_delta`` (0: beat it at all). ``patience`` such epochs stop training.
+
+    >>> epochs_without_progress([0.100, 0.1005, 0.1008, 0.1009], 0.01)
+    3
+    >>> epochs_without_progress([0.100, 0.1005, 0.1008, 0.1009], 0.0)
+    0
+    """
+    counted, since = -math.inf, 0
+    for value in values:
+        needed = counted + min_delta * abs(counted) if math.isfinite(counted) else counted
+        if value > needed:
+            counted, since = value, 0
+        else:
+            since += 1
+    return since
 
 
 class NonFiniteLoss(Exception):
