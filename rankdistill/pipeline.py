@@ -278,9 +278,13 @@ def add_fidelity(result: RunResult, teacher: Ranker, ks: tuple[int, ...]) -> Non
 
 def gap_recovered(teacher: dict[str, float], student: dict[str, float], distilled: dict[str, float],
                   metrics: tuple[str, ...] = GAP_METRICS) -> dict[str, float | None]:
-    """(distilled − student) / (teacher − student) per metric; None when the teacher is not better."""
+    """(distilled − student) / (teacher − student) per metric; None when the teacher is not better. Metrics the
+    run did not compute (``--ks 10`` has no @20) are left out; with none of ``metrics`` left, every NDCG and
+    recall the three share."""
+    shared = [m for m in teacher if m in student and m in distilled]
+    chosen = [m for m in metrics if m in shared] or [m for m in shared if m.split("@")[0] in ("ndcg", "recall")]
     out = {}
-    for m in metrics:
+    for m in chosen:
         gap = teacher[m] - student[m]
         out[m] = round((distilled[m] - student[m]) / gap, 4) if gap > 0 else None
     return out

@@ -189,6 +189,12 @@ def _fidelity_lines(report: dict) -> list[str]:
     return lines
 
 
+def main_metric(report: dict) -> str:
+    """NDCG@20 when the run computed it, else NDCG at its largest cut-off (``--ks``)."""
+    ks = report["protocol"]["k"]
+    return "ndcg@20" if 20 in ks else f"ndcg@{max(ks)}"
+
+
 def sizes_table(report: dict, metric: str = "ndcg@20") -> str:
     lines = [f"| student dim | params | alone {metric} | distilled {metric} |", "|---|---|---|---|"]
     for row in report["sizes"]:
@@ -225,8 +231,10 @@ def write_report(report: dict, out_dir: str | Path) -> tuple[Path, Path]:
     atomic_write_text(j, json.dumps(report, indent=2) + "\n")
     text = markdown(report)
     if report["sizes"]:
-        plot_sizes(report, out / "sizes.png")
-        text += "\n## Quality against size\n\n" + sizes_table(report) + "\n\n![NDCG@20 against parameters](sizes.png)\n"
+        metric = main_metric(report)
+        plot_sizes(report, out / "sizes.png", metric)
+        text += (f"\n## Quality against size\n\n{sizes_table(report, metric)}\n\n"
+                 f"![{metric.upper()} against parameters](sizes.png)\n")
     if report.get("curves"):
         try:
             plot_curves(report, out / "curves.png")

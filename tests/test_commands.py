@@ -341,3 +341,17 @@ def test_run_reports_where_the_time_went_and_draws_the_curves(tmp_path, tiny_fra
         points = report["curves"][name]
         assert len(points) >= epochs and all(b[0] > a[0] for a, b in zip(points, points[1:]))
     assert (out / "curves.png").stat().st_size > 0 and "## Where the time went" in (out / "report.md").read_text()
+
+
+def test_run_with_other_cutoffs_and_sizes_reports_what_it_computed(tmp_path, tiny_frame):
+    """--ks 5,10 computes no @20: the gap keeps the standard metrics the run has (ndcg@10), the sizes table and
+    its figure use NDCG at the largest cut-off."""
+    path = tmp_path / "d.csv"
+    tiny_frame.to_csv(path, index=False)
+    out = tmp_path / "run"
+    assert main(["run", "--data", str(path), "--out", str(out), "--teacher-dim", "8", "--student-dim", "4",
+                 "--ks", "5,10", "--sizes", "4,8", "--kd", "listkl", *KD, *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["gap_recovered"]) == {"ndcg@10"}
+    assert "| student dim | params | alone ndcg@10 |" in (out / "report.md").read_text()
+    assert (out / "sizes.png").stat().st_size > 0

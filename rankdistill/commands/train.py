@@ -45,6 +45,7 @@ def summary_line(name: str, out: str, trained: TrainedModel, split: Split) -> st
 
 
 def main(args: argparse.Namespace) -> int:
+    command_device(args.device)  # a device that is not there: refused before any path or lock is touched
     with lock_output(check_output(args.out)):  # before any work; one command at a time per --out
         if processes.launched_by_torchrun():  # one process per rank, tables sharded by torchrec's DMP
             processes.run_command(_main, args)  # exits every process cleanly with the status

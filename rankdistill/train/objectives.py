@@ -208,6 +208,8 @@ class DistillationObjective(SupervisedObjective):
             self.device = torch.device("cuda", torch.cuda.current_device())
         self.teacher = teacher.eval().requires_grad_(False) if teacher is not None else None
         self.knowledge, self.config, self.n_items = knowledge.to(self.device), config, int(knowledge.n_items)
+        # the training items where the batches are (rows_of indexes them with the batch's users)
+        self._exclude_here = None if self.exclude is None else self.exclude.to(self.device)
         k = knowledge.k
         self.n_fixed = min(config.rd_k, k) if "rd" in names else 0
         self.n_sampled = min(config.topk_samples, k - self.n_fixed) if names else 0
@@ -486,7 +488,7 @@ class DistillationObjective(SupervisedObjective):
         anything (RD's rank estimate, RRD's uninteresting items)."""
         if self.exclude is None:
             return None
-        rows, items = rows_of(self.exclude, users)
+        rows, items = rows_of(self._exclude_here, users)
         return negatives_hit_pairs(negs, rows, items, len(users), self.n_items)
 
     def _cached_teacher(self, users, ranks, topk_valid, extra):
