@@ -268,11 +268,15 @@ class ShardedCheckpointer(Checkpointer):
             raise
 
     def _saved_world_size(self) -> int | None:
+        """The world size a refused checkpoint records, if it is readable as one (weights_only: a foreign
+        file's pickled code never runs; anything but a checkpoint's dict gives None)."""
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=False)
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
         except Exception:
             return None
-        return int(state.get("identity", {}).get("distributed", {}).get("world_size", 1))
+        identity = state.get("identity") if isinstance(state, dict) else None
+        distributed = identity.get("distributed") if isinstance(identity, dict) else None
+        return int(distributed.get("world_size", 1)) if isinstance(distributed, dict) else None
 
 
 def _processes(n: int) -> str:
