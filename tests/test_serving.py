@@ -282,3 +282,17 @@ def test_export_of_a_lightgcn_model_gives_its_scores(workdir, tmp_path):
         expected = model.score_all(torch.arange(model.n_users))
     assert torch.allclose(ex.users.dequantize() @ ex.items.dequantize().T, expected, atol=1e-5)
     assert ex.manifest["score_rule"]["model_score"] == "<e_u, e_i>"
+
+
+def test_export_and_serve_check_check_their_out_before_any_work(tmp_path, capsys):
+    """--out that is a file (export) or a folder (serve-check) is one error line, before a model is read."""
+    from rankdistill.cli import main
+
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    assert main(["export", "--model", str(tmp_path), "--out", str(a_file / "x")]) == 2  # tmp_path: no model in it
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "a_file" in err and "not a rankdistill model" not in err
+    assert main(["serve-check", "--export", str(tmp_path), "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "is a folder" in err

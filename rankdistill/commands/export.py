@@ -20,6 +20,10 @@ def main(args: argparse.Namespace) -> int:
     from rankdistill.modeldir import load
     from rankdistill.serving.export import export_model
 
+    from rankdistill.paths import input_path, output_dir
+
+    input_path(args.model, "model directory")
+    output_dir(args.out, "--out", replaces=True)  # before any work: a file, a read-only parent, the working dir
     configure_torch(args.threads)
     index = IndexConfig(kind=args.index, hnsw_m=args.hnsw_m, ef_construction=args.ef_construction,
                         ef_search=args.ef_search)

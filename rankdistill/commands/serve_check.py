@@ -22,10 +22,16 @@ def main(args: argparse.Namespace) -> int:
             raise RankdistillError(f"--{name} must be >= 1, got {getattr(args, name)}")
     if args.ef_search is not None and args.ef_search < 1:
         raise RankdistillError(f"--ef-search must be >= 1, got {args.ef_search}")
+    if args.out:
+        from rankdistill.paths import output_file
+
+        output_file(args.out, "--out")  # before any work
     require_faiss()  # before reading the tables: the message names what to install
     result = serve_check(read_export(args.export), args.k, args.users, args.ef_search, args.threads)
     text = json.dumps(result)
     if args.out:
-        Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+        from rankdistill.paths import atomic_write_text
+
+        atomic_write_text(args.out, json.dumps(result, indent=2) + "\n")
     print(text)
     return 0
