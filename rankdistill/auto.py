@@ -80,6 +80,7 @@ def distill_auto(split: Split, teacher: Ranker | None, run: RunConfig, knowledge
                        f"{alone.fit.best_valid[metric]:.4f}): the student's own training is kept")
             chosen = NONE
             model, fit = alone.model, alone.fit
+            record["reused_student_alone"] = True  # no training of its own: its time is the student's
         else:
             model = winner.model
     else:
@@ -89,6 +90,7 @@ def distill_auto(split: Split, teacher: Ranker | None, run: RunConfig, knowledge
                   f"{pilots[best]:.4f} <= {baseline:.4f}): the student's own training is kept")
         if alone is not None:
             model, fit = alone.model, alone.fit
+            record["reused_student_alone"] = True  # no training of its own: its time is the student's
         else:
             fit = baseline_trainer.fit()
             model = baseline_trainer.model

@@ -76,8 +76,10 @@ class TrainedModel:
 
     def timings(self) -> dict[str, float]:
         """Seconds of training (validation included), of which validation, and of the test evaluation."""
-        history = self.fit.history if self.fit else []
-        out = {"train": round(self.fit.seconds, 2) if self.fit else 0.0,
+        kept_alone = self.auto is not None and self.auto.get("reused_student_alone", False)  # fit: the student's
+        fit = None if kept_alone else self.fit
+        history = fit.history if fit else []
+        out = {"train": round(fit.seconds, 2) if fit else 0.0,
                "valid": round(sum(h.get("valid_seconds", 0.0) for h in history), 2),
                "test": round(self.test_seconds, 2)}
         if self.auto is not None:

@@ -84,3 +84,16 @@ def test_auto_falls_back_when_the_finished_winner_ends_below_the_student_alone(t
     rec = result.auto
     assert rec["chosen"] == "none" and "finished below the student alone" in rec["reason"]
     assert rec["chosen_valid"] < 2.0 and result.model is alone.model and result.metrics == alone.metrics
+
+
+def test_timings_of_a_kept_student_alone_count_only_the_pilots():
+    """When auto keeps the student alone's training, the distilled phase did not train it again: its timings
+    show the pilots, not the student's seconds a second time."""
+    from rankdistill.pipeline import TrainedModel
+    from rankdistill.train.trainer import FitResult
+
+    fit = FitResult(3, {"ndcg@20": 0.1}, 100.0, [{"valid_seconds": 10.0}] * 3)
+    kept = TrainedModel(None, fit, {}, auto={"reused_student_alone": True, "pilot_seconds": 7.0})
+    assert kept.timings() == {"train": 0.0, "valid": 0.0, "test": 0.0, "auto_pilots": 7.0}
+    trained = TrainedModel(None, fit, {}, auto={"pilot_seconds": 7.0})
+    assert trained.timings() == {"train": 100.0, "valid": 30.0, "test": 0.0, "auto_pilots": 7.0}
