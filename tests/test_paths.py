@@ -463,3 +463,19 @@ def test_run_and_distill_also_refuse_an_out_in_use(teacher, tmp_path, capsys, mo
     with lock_output(out):
         assert main([command, *extra, "--out", str(out), "--quiet"]) == 2
     assert "is in use by another rankdistill command" in _one_error_line(capsys)
+
+
+def test_knowledge_or_teacher_scores_inside_the_students_out_are_refused(tmp_path, capsys):
+    """The student's model directory replaces --out as a whole: a knowledge or scores file inside it would be
+    lost (or, for a new --out, make the directory one that is then refused)."""
+    from rankdistill.cli import main
+
+    teacher = tmp_path / "t"
+    teacher.mkdir()
+    out = tmp_path / "s"
+    assert main(["distill", "--teacher", str(teacher), "--out", str(out), "--knowledge", str(out / "k.parquet")]) == 2
+    assert "--knowledge" in capsys.readouterr().err
+    assert main(["distill", "--teacher-scores", str(out / "scores.csv"), "--data", str(teacher), "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "--teacher-scores" in err and "inside --out" in err and not out.exists()

@@ -71,6 +71,10 @@ def main(args: argparse.Namespace) -> int:
     if args.teacher is not None and out == input_path(args.teacher, "teacher model directory"):
         raise RankdistillError(f"--out {args.out} is the teacher's directory: the student would replace the "
                                "teacher; name another --out")
+    for option, given in (("--knowledge", args.knowledge), ("--teacher-scores", args.teacher_scores)):
+        if given and out in Path(given).resolve().parents:  # the model directory replaces what is in it
+            raise RankdistillError(f"{option} {given} is inside --out {args.out}, which the student's model "
+                                   "directory replaces when it is written; keep the file outside it")
     if args.knowledge:
         (input_path if Path(args.knowledge).exists() else output_file)(args.knowledge, "--knowledge")
     with lock_output(out):  # before any work; one command at a time per --out
