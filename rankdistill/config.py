@@ -93,7 +93,8 @@ class TrainConfig:
     warmup_steps: int = knob(0, "steps of linear warm-up of every learning rate")
     clip_grad_norm: float | None = knob(None, "clip the dense gradients to this L2 norm (tables update inside "
                                         "backward)")
-    bf16: bool = knob(True, "bf16 autocast for the forward pass on CUDA (ignored on CPU)")
+    bf16: bool = knob(True, "bf16 autocast of the student's forward pass on CUDA (the teacher, the targets and the "
+                      "losses stay fp32; ignored on CPU)")
     seed: int = knob(0, "seed of the batches and negatives (a job's seed sets it)", flag=JOB_SEED)
 
     def __post_init__(self) -> None:
