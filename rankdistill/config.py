@@ -167,10 +167,11 @@ class DistillConfig:
     rce_beta: float = knob(5.0, "rce: mix γ = exp(-rce_beta · |teacher top-K ∩ drawn| / K) on the closure part "
                            "(mkd_beta)")
     rce_tau: float = knob(1.0, "rce: softmax temperature of both cross-entropies (mkd_tau)")
-    # rows of each batch that carry rce's K + P columns (the others pad them with one repeated row, looked up
-    # once): the reference distils each user once per epoch, a batch of interactions holds a user about once per
-    # (its interactions) batches, so a sixteenth of a 512-row batch still distils every user several times an epoch
-    rce_rows: int = knob(64, "rce: rows of each batch that carry rce's columns (the others pad them)")
+    # rows of each batch that carry rce's K + P columns (scored on those rows only, in the same lookup; the other
+    # rows carry none): the reference distils each user once per epoch, a batch of interactions holds a user about
+    # once per (its interactions) batches, so a sixteenth of a 512-row batch still distils every user several
+    # times an epoch
+    rce_rows: int = knob(64, "rce: rows of each batch that carry rce's columns (the other rows carry none)")
     terms: tuple[tuple[str, float], ...] = field(init=False)
 
     def __post_init__(self) -> None:

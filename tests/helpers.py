@@ -55,3 +55,20 @@ def count_table_lookups(model) -> dict[str, int]:
 
         table.forward = counted
     return calls
+
+
+def nan_at_epoch2_step3(loss: str = "softmax", l2: float = 0.0):
+    """A supervised objective that is finite until epoch 2's third step (after two steps of epoch 2 have moved
+    the weights), then NaN: the non-finite-loss tests of the local and the sharded trainer."""
+    from rankdistill.train.objectives import SupervisedObjective
+
+    class NaNAtEpoch2Step3(SupervisedObjective):
+        def on_epoch_start(self, epoch):
+            self.epoch, self.calls = epoch, 0
+
+        def forward(self, model, users, pos, negs):
+            loss, parts = super().forward(model, users, pos, negs)
+            self.calls += 1
+            return (loss * float("nan"), parts) if (self.epoch, self.calls) >= (2, 3) else (loss, parts)
+
+    return NaNAtEpoch2Step3(loss, l2)

@@ -47,6 +47,7 @@ from rankdistill.models.factory import build_model
 from rankdistill.train.callbacks import Callback
 from rankdistill.train.knowledge import TeacherKnowledge
 from rankdistill.train.objectives import DistillationObjective, SupervisedObjective, supervised_options
+from helpers import nan_at_epoch2_step3
 from rankdistill.train.trainer import Trainer
 
 WORLD = 2
@@ -129,18 +130,6 @@ def _sharded_step(split, model_config, objective):
     return {"state": gather_full_state(trainer.engine.model), "parts": parts, "rows": len(users), "objective": owns}
 
 
-class _NaNAtEpoch2Step3(SupervisedObjective):
-    """Finite until epoch 2's third step (after two steps of epoch 2 have moved the weights), then NaN."""
-
-    def on_epoch_start(self, epoch):
-        self.epoch, self.calls = epoch, 0
-
-    def forward(self, model, users, pos, negs):
-        loss, parts = super().forward(model, users, pos, negs)
-        self.calls += 1
-        return (loss * float("nan"), parts) if (self.epoch, self.calls) >= (2, 3) else (loss, parts)
-
-
 class _KeepEpoch1(Callback):
     """The sharded model's full state at the end of epoch 1 (every rank calls the gather)."""
 
@@ -160,7 +149,7 @@ def _non_finite(split):
     from rankdistill.train.sharding import gather_full_state
 
     keep = _KeepEpoch1()
-    trainer = _sharded(split, TOWERS, _NaNAtEpoch2Step3(RESUME.loss, RESUME.l2), RESUME, callbacks=[keep])
+    trainer = _sharded(split, TOWERS, nan_at_epoch2_step3(RESUME.loss, RESUME.l2), RESUME, callbacks=[keep])
     keep.trainer = trainer
     try:
         trainer.fit()

@@ -100,14 +100,7 @@ def test_non_finite_loss_restores_the_best_weights(tiny_split):
     weights (the best so far), as the sharded engine does (tests/test_distributed.py)."""
     import copy
 
-    class NaNAtEpoch2Step3(SupervisedObjective):
-        def on_epoch_start(self, epoch):
-            self.epoch, self.calls = epoch, 0
-
-        def forward(self, model, users, pos, negs):
-            loss, parts = super().forward(model, users, pos, negs)
-            self.calls += 1
-            return (loss * float("nan"), parts) if (self.epoch, self.calls) >= (2, 3) else (loss, parts)
+    from helpers import nan_at_epoch2_step3
 
     class KeepEpoch1(Callback):
         def on_epoch_end(self, record):
@@ -116,7 +109,7 @@ def test_non_finite_loss_restores_the_best_weights(tiny_split):
 
     model = build_model(ModelConfig(embedding_dim=8, lr=0.1), tiny_split.n_users, tiny_split.n_items, seed=0)
     keep = KeepEpoch1()
-    trainer = Trainer(model, tiny_split, NaNAtEpoch2Step3("softmax", CFG.l2), CFG, "m", [keep])
+    trainer = Trainer(model, tiny_split, nan_at_epoch2_step3("softmax", CFG.l2), CFG, "m", [keep])
     assert trainer.steps_per_epoch >= 3
     with pytest.raises(RankdistillError, match="non-finite at epoch 2, step 3"):
         trainer.fit()
