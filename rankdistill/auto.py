@@ -20,10 +20,14 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+from rankdistill.config import ModelConfig
 from rankdistill.data.split import Split
 from rankdistill.models.base import Ranker
+from rankdistill.models.factory import build_model
 from rankdistill.pipeline import RunConfig, TrainedModel, distillation_objective, make_trainer, test_evaluated
 from rankdistill.train.knowledge import TeacherKnowledge
+from rankdistill.train.trainer import Trainer
+from rankdistill.train.workers import checkpoint_home, side_by_side
 
 NONE = "none"
 
@@ -36,35 +40,87 @@ def pilot_figure(history: list[dict], epochs: int, metric: str) -> float:
 
 def distill_auto(split: Split, teacher: Ranker | None, run: RunConfig, knowledge: TeacherKnowledge,
                  name: str = "distilled", out_dir: str | Path | None = None,
-                 alone: TrainedModel | None = None) -> TrainedModel:
+                 alone: TrainedModel | None = None, workers: int = 1,
+                 teacher_config: ModelConfig | None = None) -> TrainedModel:
     """Pilots of every ``run.distill.auto_menu`` spec, the choice on validation, the winner finished.
 
     ``alone``: the same student already trained on the true labels with ``run`` (its history is the baseline
-    pilot, and it is the result when no method beats it). -> the chosen student, with ``.auto`` recording the
-    menu, each pilot's validation figure, the baseline's, the choice and the reason."""
+    pilot, and it is the result when no method beats it). ``workers`` > 1: the pilots run side by side in
+    worker processes (:mod:`rankdistill.train.workers`) when the workers can rebuild the teacher (built by
+    ``build_model(teacher_config, ...)``, or none); the models are the same either way.
+    -> the chosen student, with ``.auto`` recording the menu, each pilot's validation figure, the baseline's,
+    the choice and the reason."""
     start = time.perf_counter()
     d, metric, epochs = run.distill, run.train.select_metric, run.distill.auto_pilot_epochs
-    pilots: dict[str, float] = {}
-    trainers, curves = {}, {}
-    for spec in d.auto_menu:
-        spec_run = replace(run, distill=replace(d, kd=spec))
-        objective = distillation_objective(split, teacher, knowledge, spec_run)
-        trainer = make_trainer(split, run.student, spec_run, f"{name}-auto-{spec}", objective, out_dir)
-        history = trainer.fit(stop_after=epochs).history
-        pilots[spec] = pilot_figure(history, epochs, metric)
-        curves[spec] = [[h["elapsed_seconds"], h["valid"][metric]] for h in history[:epochs] if "elapsed_seconds" in h]
+    specs = list(d.auto_menu) + ([] if alone is not None and alone.fit is not None else [NONE])
+    if workers > 1 and (teacher is None or teacher_config is not None):
+        recipe = None if teacher is None else (teacher_config, teacher.state_dict())
+        with checkpoint_home(out_dir, workers) as home:
+            histories = side_by_side([(pilot_history, (split, run, spec, f"{name}-auto-{spec}", home, recipe,
+                                                       knowledge)) for spec in specs], workers)
+            trainers = {spec: _ResumedPilot(split, teacher, knowledge, run, spec, f"{name}-auto-{spec}", home)
+                        for spec in specs}  # each continues from its pilot's checkpoint when fitted
+            return _choose(split, run, start, dict(zip(specs, histories)), trainers, alone, workers)
+    histories, trainers = {}, {}
+    for spec in specs:
+        trainer = pilot_trainer(split, teacher, knowledge, run, spec, f"{name}-auto-{spec}", out_dir)
+        histories[spec] = trainer.fit(stop_after=epochs).history
         trainers[spec] = trainer
+    return _choose(split, run, start, histories, trainers, alone, 1)
+
+
+def pilot_trainer(split: Split, teacher: Ranker | None, knowledge: TeacherKnowledge, run: RunConfig, spec: str,
+                  name: str, out_dir: str | Path | None) -> Trainer:
+    """The trainer of one pilot: the student with ``spec``'s distillation terms (NONE: the true labels only)."""
+    spec_run = replace(run, distill=replace(run.distill, kd=spec))
+    objective = None if spec == NONE else distillation_objective(split, teacher, knowledge, spec_run)
+    return make_trainer(split, run.student, spec_run, name, objective, out_dir)
+
+
+def pilot_history(split: Split, run: RunConfig, spec: str, name: str, out_dir: str | Path,
+                  recipe: tuple[ModelConfig, dict] | None, knowledge: TeacherKnowledge) -> list[dict]:
+    """A worker's job: one pilot's epochs, its checkpoint left in ``out_dir`` -> its history. ``recipe``: the
+    teacher's config and weights (None: no teacher)."""
+    teacher = None
+    if recipe is not None:
+        config, state = recipe
+        graph = split.train if config.kind == "lightgcn" else None
+        teacher = build_model(config, split.n_users, split.n_items, run.device, seed=run.seed, graph=graph)
+        teacher.load_state_dict(state)
+    trainer = pilot_trainer(split, teacher, knowledge, run, spec, name, out_dir)
+    return trainer.fit(stop_after=run.distill.auto_pilot_epochs).history
+
+
+class _ResumedPilot:
+    """A pilot trained in a worker: :meth:`fit` builds its trainer here, which resumes from the checkpoint."""
+
+    def __init__(self, *args) -> None:
+        self.args = args
+        self.model = None
+
+    def fit(self):
+        trainer = pilot_trainer(*self.args)
+        fit = trainer.fit()
+        self.model = trainer.model
+        return fit
+
+
+def _choose(split: Split, run: RunConfig, start: float, histories: dict[str, list[dict]], trainers: dict,
+            alone: TrainedModel | None, workers: int) -> TrainedModel:
+    """The choice on the pilots' validation figures, the winner finished (or the student alone kept)."""
+    d, metric, epochs = run.distill, run.train.select_metric, run.distill.auto_pilot_epochs
+    pilots = {spec: pilot_figure(histories[spec], epochs, metric) for spec in d.auto_menu}
+    curves = {spec: [[h["elapsed_seconds"], h["valid"][metric]] for h in histories[spec][:epochs]
+                     if "elapsed_seconds" in h] for spec in d.auto_menu}
     if alone is not None and alone.fit is not None:
         baseline, baseline_trainer = pilot_figure(alone.fit.history, epochs, metric), None
     else:
-        baseline_trainer = make_trainer(split, run.student, replace(run, distill=replace(d, kd=NONE)),
-                                        f"{name}-auto-{NONE}", None, out_dir)
-        baseline = pilot_figure(baseline_trainer.fit(stop_after=epochs).history, epochs, metric)
+        baseline, baseline_trainer = pilot_figure(histories[NONE], epochs, metric), trainers.pop(NONE)
     best = max(pilots, key=lambda spec: pilots[spec])
     pilot_seconds = time.perf_counter() - start
     record = {"menu": list(d.auto_menu), "pilot_epochs": epochs, "metric": f"valid {metric}",
               "pilots": {spec: round(v, 6) for spec, v in pilots.items()}, "student_alone": round(baseline, 6),
-              "pilot_seconds": round(pilot_seconds, 2),
+              "pilot_seconds": round(pilot_seconds, 2), "workers": workers,
               "pilot_curves": curves}  # [elapsed seconds, validation figure] per pilot epoch
     if pilots[best] > baseline:
         chosen = best

@@ -8,7 +8,7 @@ Model selection uses validation only; every model is evaluated on the same split
 from __future__ import annotations
 
 import time
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from rankdistill.train.objectives import DistillationObjective, SupervisedObject
 from rankdistill.train import processes
 from rankdistill.train.callbacks import JsonlLog, Progress, TensorBoard
 from rankdistill.train.trainer import FitResult, Trainer
+from rankdistill.train.workers import checkpoint_home, resolve_workers, side_by_side
 
 REPORT_METRICS = ("ndcg", "recall", "mrr")
 GAP_METRICS = ("ndcg@10", "ndcg@20", "recall@20")
@@ -56,11 +57,17 @@ class RunConfig:
     quiet: bool = knob(False, "no per-epoch lines")
     sizes: tuple[int, ...] = knob((), "extra student embedding sizes, each trained alone and distilled, e.g. "
                                   "4,8,16,32,64 (a plot of NDCG@20 against parameters goes into the run directory)")
+    workers: int = knob(0, "processes that train independent models side by side (the teacher with the student "
+                        "alone, then auto's pilots), each on --threads threads; the models are the same for any "
+                        "number; 0: one per CPU core (at most 4) on a CPU with at least 50,000 training "
+                        "interactions, else 1")
 
     def __post_init__(self) -> None:
         from rankdistill.device import resolve_device
 
         object.__setattr__(self, "device", str(resolve_device(self.device)))
+        if self.workers < 0:
+            raise RankdistillError(f"workers must be >= 0 (0: one per CPU core), got {self.workers}")
 
 
 @dataclass
@@ -169,11 +176,14 @@ def make_trainer(split: Split, model_config: ModelConfig, run: RunConfig, name: 
 
 def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "distilled",
             knowledge: TeacherKnowledge | None = None, out_dir: str | Path | None = None,
-            alone: TrainedModel | None = None) -> TrainedModel:
+            alone: TrainedModel | None = None, workers: int = 1,
+            teacher_config: ModelConfig | None = None) -> TrainedModel:
     """Train a student (``run.student``) on the true labels plus the distillation terms of ``run.distill``.
 
     ``--kd auto`` (:mod:`rankdistill.auto`) chooses the terms on validation with short pilots; ``alone``, the
-    same student trained on the true labels with ``run``, is then its baseline and its fallback.
+    same student trained on the true labels with ``run``, is then its baseline and its fallback. Its pilots
+    run side by side in ``workers`` processes when the workers can rebuild the teacher: it was built by
+    ``build_model(teacher_config, ...)`` (as in :func:`run`), or there is none (cached knowledge).
 
     ``teacher=None`` distils from ``knowledge`` alone (the cached top-K lists and scores), without the
     teacher's weights; losses that need the teacher's scores elsewhere or its embeddings refuse that."""
@@ -191,7 +201,7 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
 
         if processes.active():
             raise RankdistillError("--kd auto runs its pilots in one process; under torchrun name the loss with --kd")
-        return distill_auto(split, teacher, run, knowledge, name, out_dir, alone)
+        return distill_auto(split, teacher, run, knowledge, name, out_dir, alone, workers, teacher_config)
     objective = distillation_objective(split, teacher, knowledge, run)
     trained = train_model(split, run.student, run, name, objective, out_dir)
     trained.method = run.distill.kd
@@ -221,15 +231,60 @@ def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path
     with clock("popularity"):
         pop = Popularity(split.train)
         result.models["popularity"] = TrainedModel(pop, None, evaluate(pop, split, "test", config.ks, REPORT_METRICS))
-    for name, model_config in (("teacher", config.teacher), ("student", config.student)):
-        with clock(name, lambda: result.models[name].timings()):
-            result.models[name] = train_model(split, model_config, config, name, out_dir=out_dir)
-    teacher = result.models["teacher"].model
-    with clock("knowledge"):
-        knowledge = TeacherKnowledge.compute(teacher, split, config.distill.topk)
-    with clock("distilled", lambda: result.models["distilled"].timings()):
-        result.models["distilled"] = distill(split, teacher, config, knowledge=knowledge, out_dir=out_dir,
-                                             alone=result.models["student"])
+    workers = resolve_workers(config.workers, config.device, len(split.train.indices))
+    with ExitStack() as stack:
+        out_dir = stack.enter_context(checkpoint_home(out_dir, workers))
+        _train_alone(result, config, clock, workers, out_dir)
+        teacher = result.models["teacher"].model
+        with clock("knowledge"):
+            knowledge = TeacherKnowledge.compute(teacher, split, config.distill.topk)
+        with clock("distilled", lambda: result.models["distilled"].timings()):
+            result.models["distilled"] = distill(split, teacher, config, knowledge=knowledge, out_dir=out_dir,
+                                                 alone=result.models["student"], workers=workers,
+                                                 teacher_config=config.teacher)
+        _train_sizes(result, config, clock, teacher, knowledge, out_dir)
+    with clock("fidelity"):
+        add_fidelity(result, teacher, config.ks)
+    from rankdistill.serving.cost import add_serving_cost
+
+    with clock("serving cost"):
+        add_serving_cost(result, config.ks, REPORT_METRICS)
+    result.seconds = time.perf_counter() - start
+    return result
+
+
+def _train_alone(result: RunResult, config: RunConfig, clock: "_PhaseClock", workers: int,
+                 out_dir: str | Path | None) -> None:
+    """The teacher and the student on the true labels: one after the other, or side by side in ``workers``
+    processes. Side by side, each model's phase holds its own seconds (training and test evaluation) and one
+    more row what running side by side saved (negative; on small data the workers' start can cost more), so
+    the phases still add up to the wall time."""
+    split, models = result.split, (("teacher", config.teacher), ("student", config.student))
+    if workers == 1:
+        for name, model_config in models:
+            with clock(name, lambda: result.models[name].timings()):
+                result.models[name] = train_model(split, model_config, config, name, out_dir=out_dir)
+        return
+    t0 = time.perf_counter()
+    side_by_side([(train_to_end, (split, model_config, config, name, out_dir)) for name, model_config in models],
+                 workers)
+    own = 0.0
+    for name, model_config in models:  # each resumes from its finished checkpoint: no training here
+        result.models[name] = train_model(split, model_config, config, name, out_dir=out_dir)
+        t = result.models[name].timings()
+        own += clock.record(name, {"total": round(t["train"] + t["test"], 2), **t})
+    clock.record(f"side by side ({workers} workers)", round(time.perf_counter() - t0 - own, 2))
+
+
+def train_to_end(split: Split, model_config: ModelConfig, run: RunConfig, name: str, out_dir: str | Path) -> None:
+    """A worker's job: train one model to its end, leaving its finished checkpoint in ``out_dir``."""
+    make_trainer(split, model_config, run, name, None, out_dir).fit()
+
+
+def _train_sizes(result: RunResult, config: RunConfig, clock: "_PhaseClock", teacher: Ranker,
+                 knowledge: TeacherKnowledge, out_dir: str | Path | None) -> None:
+    """``--sizes``: each extra student size trained alone and distilled."""
+    split = result.split
     for dim in config.sizes:
         if dim == config.student.embedding_dim:
             result.sizes[dim] = (result.models["student"], result.models["distilled"])
@@ -239,14 +294,6 @@ def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path
             alone = train_model(split, sized.student, sized, f"student@{dim}", out_dir=out_dir)
             taught = distill(split, teacher, sized, f"distilled@{dim}", knowledge, out_dir=out_dir, alone=alone)
         result.sizes[dim] = (alone, taught)
-    with clock("fidelity"):
-        add_fidelity(result, teacher, config.ks)
-    from rankdistill.serving.cost import add_serving_cost
-
-    with clock("serving cost"):
-        add_serving_cost(result, config.ks, REPORT_METRICS)
-    result.seconds = time.perf_counter() - start
-    return result
 
 
 class _PhaseClock:
@@ -261,9 +308,15 @@ class _PhaseClock:
         t0 = time.perf_counter()
         yield
         total = round(time.perf_counter() - t0, 2)
-        self.seconds[name] = {"total": total, **detail()} if detail else total
+        self.record(name, {"total": total, **detail()} if detail else total)
+
+    def record(self, name: str, value: float | dict) -> float:
+        """Records a phase measured elsewhere (a dict: its ``total`` the seconds) -> its seconds."""
+        self.seconds[name] = value
+        total = value["total"] if isinstance(value, dict) else value
         if not self.quiet:
             print(f"[{name}] {total:.1f} s", flush=True)
+        return total
 
 
 def add_fidelity(result: RunResult, teacher: Ranker, ks: tuple[int, ...]) -> None:

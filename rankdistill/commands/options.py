@@ -153,7 +153,7 @@ def job_options(command: str) -> list[Option]:
     if command not in JOB_COMMANDS:
         raise RankdistillError(f"a job file is for {', '.join(JOB_COMMANDS)}, not {command!r}")
     rc = RunConfig()
-    top = ("seed", "device", "quiet", "ks") + (("sizes",) if command == "run" else ())
+    top = ("seed", "device", "quiet", "ks") + (("sizes", "workers") if command == "run" else ())
     opts = _command_options(command) + _top_options(top) + _data_options()
     if command == "run":
         opts.append(Option("", "score_both", "--score", None, "the teacher's and the students' score (a flag only: "
@@ -420,7 +420,7 @@ def run_config(args: argparse.Namespace, **overrides):
                   split_time=args.split_time, seed=args.seed, device=args.device, quiet=args.quiet)
     if args.command == "run":
         values.update(teacher=model_config(args, "teacher"), student=model_config(args, "student"),
-                      distill=distill_config(args), sizes=sizes)
+                      distill=distill_config(args), sizes=sizes, workers=args.workers)
     elif args.command == "train":
         values.update(teacher=model_config(args))
     else:
