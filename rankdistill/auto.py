@@ -11,7 +11,9 @@ from where its pilot paused, to early stopping, exactly as if it had never pause
 student alone, or the finished winner's best validation figure falls below the student alone's, the result is
 the student's own training, and the record says so. Cost: ``len(auto_menu) · auto_pilot_epochs`` pilot
 epochs plus the rest of one run, about 2× a single distillation run when the run lasts ``(len(menu) − 1)
-· auto_pilot_epochs`` epochs or more.
+· auto_pilot_epochs`` epochs or more. With workers (``rankdistill run``'s default on a multi-core CPU) the
+pilots run side by side: with 2 workers their wall time halves, and the winner resumes from its pilot's
+checkpoint, with the same result as in one process.
 """
 
 from __future__ import annotations

@@ -96,3 +96,11 @@ def test_pilots_run_in_this_process_when_the_workers_cannot_rebuild_the_teacher(
     monkeypatch.setattr("rankdistill.auto.side_by_side", lambda *a: pytest.fail("no worker may start"))
     result = distill(tiny_split, teacher, config, knowledge=knowledge, workers=2)
     assert result.auto["workers"] == 1
+
+
+def test_run_refuses_negative_workers_with_exit_status_2(tmp_path, monkeypatch, capsys):
+    from rankdistill.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["run", "--workers", "-1", "--out", "r"]) == 2
+    assert "workers must be >= 0" in capsys.readouterr().err
