@@ -104,3 +104,21 @@ def test_run_refuses_negative_workers_with_exit_status_2(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--workers", "-1", "--out", "r"]) == 2
     assert "workers must be >= 0" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_auto_without_a_student_alone_runs_its_baseline_pilot_in_a_worker_too(tiny_split, tiny_run_config):
+    """``distill`` with no ``alone``: the true-labels baseline is one more pilot; side by side it is a worker's
+    job like the others, and the result equals the one-process result."""
+    config = replace(tiny_run_config, train=replace(tiny_run_config.train, epochs=3, patience=10),
+                     distill=DistillConfig(kd="auto", auto_menu=("listkl",), auto_pilot_epochs=1, topk=20,
+                                           topk_samples=4))
+    teacher = train_model(tiny_split, config.teacher, config, "teacher").model
+    knowledge = TeacherKnowledge.compute(teacher, tiny_split, 20)
+    one = distill(tiny_split, teacher, config, knowledge=knowledge, workers=1)
+    two = distill(tiny_split, teacher, config, knowledge=knowledge, workers=2, teacher_config=config.teacher)
+    assert two.auto["workers"] == 2
+    assert {k: v for k, v in two.auto.items() if k not in ("workers", "pilot_seconds", "seconds", "pilot_curves")} \
+        == {k: v for k, v in one.auto.items() if k not in ("workers", "pilot_seconds", "seconds", "pilot_curves")}
+    assert two.metrics == one.metrics
+    assert [h["valid"] for h in two.fit.history] == [h["valid"] for h in one.fit.history]
