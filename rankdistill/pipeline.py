@@ -8,7 +8,7 @@ Model selection uses validation only; every model is evaluated on the same split
 from __future__ import annotations
 
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -232,8 +232,7 @@ def run(data: Interactions, config: RunConfig = RunConfig(), out_dir: str | Path
         pop = Popularity(split.train)
         result.models["popularity"] = TrainedModel(pop, None, evaluate(pop, split, "test", config.ks, REPORT_METRICS))
     workers = resolve_workers(config.workers, config.device, len(split.train.indices))
-    with ExitStack() as stack:
-        out_dir = stack.enter_context(checkpoint_home(out_dir, workers))
+    with checkpoint_home(out_dir, workers) as out_dir:
         _train_alone(result, config, clock, workers, out_dir)
         teacher = result.models["teacher"].model
         with clock("knowledge"):

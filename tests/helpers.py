@@ -1,8 +1,20 @@
 """Small test doubles shared by the test modules."""
 
+from pathlib import Path
+
+import pandas as pd
 import torch
 
 from rankdistill.models.base import DotProductRanker, Forward
+
+
+QUICK_TRAIN = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]  # a command's fast training
+
+
+def string_id_csv(frame: pd.DataFrame, path: Path) -> Path:
+    """``frame`` (integer user, item columns) written to ``path`` as a CSV with string IDs ("u12", "i7")."""
+    frame.assign(user="u" + frame.user.astype(str), item="i" + frame.item.astype(str)).to_csv(path, index=False)
+    return path
 
 
 class MatrixRanker(DotProductRanker):

@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 import torch
 
-from helpers import MatrixRanker
+from helpers import MatrixRanker, QUICK_TRAIN as QUICK
 from rankdistill.cli import main
 from rankdistill.data.interactions import Interactions
 from rankdistill.data.leakage import held_out_overlap
@@ -20,7 +20,6 @@ from rankdistill.models.reindexed import reindexed
 from rankdistill.train.alignment import TeacherAlignment
 from rankdistill.train.knowledge import TeacherKnowledge
 
-QUICK = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]
 KD = ["--dim", "4", "--kd", "listkl", "--kd-topk", "20", "--kd-samples", "4"]
 
 

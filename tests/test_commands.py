@@ -11,8 +11,8 @@ import pytest
 from rankdistill.cli import main
 from rankdistill.commands import evaluate_model
 from rankdistill.data.synthetic import SyntheticConfig, make_synthetic
+from helpers import QUICK_TRAIN as FAST, string_id_csv
 
-FAST = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]
 KD = ["--kd-topk", "20", "--kd-samples", "4"]
 
 
@@ -20,8 +20,7 @@ KD = ["--kd-topk", "20", "--kd-samples", "4"]
 def workdir(tmp_path_factory, tiny_frame):
     """A CSV with string IDs and a teacher trained on it (shared by the tests of this module)."""
     d = tmp_path_factory.mktemp("commands")
-    frame = tiny_frame.assign(user="u" + tiny_frame.user.astype(str), item="i" + tiny_frame.item.astype(str))
-    frame.to_csv(d / "log.csv", index=False)
+    string_id_csv(tiny_frame, d / "log.csv")
     assert main(["train", "--data", str(d / "log.csv"), "--out", str(d / "teacher"), "--dim", "16", *FAST]) == 0
     return d
 

@@ -6,8 +6,8 @@ import json
 import pytest
 
 from rankdistill.cli import main
+from helpers import QUICK_TRAIN as QUICK
 
-QUICK = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]
 KD = ["--dim", "4", "--kd", "listkl", "--kd-topk", "20", "--kd-samples", "4"]
 
 

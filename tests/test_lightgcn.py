@@ -21,7 +21,7 @@ from rankdistill.models.lightgcn import LightGCN, normalized_adjacency, propagat
 from rankdistill.train.knowledge import TeacherKnowledge
 from rankdistill.train.objectives import DistillationObjective, SupervisedObjective
 from rankdistill.train.sharded_engine import refuse_unshardable
-from helpers import count_table_lookups, tiny_batch, tiny_student
+from helpers import count_table_lookups, string_id_csv, tiny_batch, tiny_student
 
 # 3 users, 3 items: u0-{i0, i1}, u1-{i0}, u2 has no interaction; i2 has none. The pair u0-i1 is given twice.
 PAIRS = ([0, 0, 1, 0], [0, 1, 0, 1])
@@ -163,8 +163,7 @@ def test_save_and_load_give_the_same_scores_without_the_graph(tiny_frame, tmp_pa
 
 
 def test_train_command_writes_a_loadable_lightgcn(tiny_frame, tmp_path):
-    frame = tiny_frame.assign(user="u" + tiny_frame.user.astype(str), item="i" + tiny_frame.item.astype(str))
-    frame.to_csv(tmp_path / "log.csv", index=False)
+    string_id_csv(tiny_frame, tmp_path / "log.csv")
     args = ["train", "--data", str(tmp_path / "log.csv"), "--out", str(tmp_path / "gcn"), "--model", "lightgcn",
             "--layers", "2", "--dim", "8", "--epochs", "2", "--negatives", "32", "--quiet"]
     assert main(args) == 0

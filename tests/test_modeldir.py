@@ -14,14 +14,13 @@ from rankdistill.data.split import make_split
 from rankdistill.errors import RankdistillError
 from rankdistill.modeldir import load, save_model
 from rankdistill.models.factory import build_model
+from helpers import string_id_csv
 
 
 @pytest.fixture()
 def log_csv(tmp_path, tiny_frame):
     """The tiny log with string IDs ("u12", "i7") as a CSV."""
-    path = tmp_path / "log.csv"
-    tiny_frame.assign(user="u" + tiny_frame.user.astype(str), item="i" + tiny_frame.item.astype(str)).to_csv(path, index=False)
-    return path
+    return string_id_csv(tiny_frame, tmp_path / "log.csv")
 
 
 def _saved(tmp_path, log_csv, config=ModelConfig(embedding_dim=8), **load_kwargs):

@@ -18,16 +18,14 @@ from rankdistill.models.factory import build_model
 from rankdistill.serving.check import recall_against_exact, sample_users
 from rankdistill.serving.export import read_export
 from rankdistill.serving.vectors import VectorRanker, serving_vectors
-
-FAST = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]
+from helpers import QUICK_TRAIN as FAST, string_id_csv
 
 
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory, tiny_frame):
     """A CSV with string IDs and a cosine two-tower model trained on it (dim 16)."""
     d = tmp_path_factory.mktemp("serving")
-    frame = tiny_frame.assign(user="u" + tiny_frame.user.astype(str), item="i" + tiny_frame.item.astype(str))
-    frame.to_csv(d / "log.csv", index=False)
+    string_id_csv(tiny_frame, d / "log.csv")
     assert main(["train", "--data", str(d / "log.csv"), "--out", str(d / "model"), "--dim", "16", *FAST]) == 0
     return d
 

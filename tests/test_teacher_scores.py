@@ -15,8 +15,8 @@ from rankdistill.data.scores import read_scores
 from rankdistill.data.vocab import IdVocab
 from rankdistill.errors import RankdistillError
 from rankdistill.train.knowledge import TeacherKnowledge
+from helpers import QUICK_TRAIN as QUICK, string_id_csv
 
-QUICK = ["--epochs", "2", "--batch-size", "512", "--negatives", "32", "--quiet"]
 KD = ["--dim", "4", "--kd", "listkl", "--kd-topk", "20", "--kd-samples", "4"]
 USERS, ITEMS = IdVocab(["ann", "bob", "cid"]), IdVocab([10, 20, 30, 40])
 
@@ -137,8 +137,7 @@ def test_read_scores_refuses_a_file_without_scores(tmp_path):
 def teacher(tmp_path_factory, tiny_frame):
     """A log with string IDs, a teacher on it, and its cached top-20 written as a scores file in raw IDs."""
     d = tmp_path_factory.mktemp("scores")
-    frame = tiny_frame.assign(user="u" + tiny_frame.user.astype(str), item="i" + tiny_frame.item.astype(str))
-    frame.to_csv(d / "log.csv", index=False)
+    string_id_csv(tiny_frame, d / "log.csv")
     assert main(["train", "--data", str(d / "log.csv"), "--out", str(d / "t"), "--dim", "8", *QUICK]) == 0
     saved = rankdistill.load(d / "t")
     _, split = saved.load_split()
