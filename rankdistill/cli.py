@@ -93,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per-user", metavar="FILE.parquet", help="also write per-user values to this parquet file")
     p.add_argument("--model", metavar="MODEL_DIR",
                    help="a saved model directory: evaluate it on its test split instead of a run file")
-    p.add_argument("--data", help="with --model: evaluate on this data (same vocabularies) instead of the model's own")
+    p.add_argument("--data", help="with --model: evaluate on this file instead of the model's own data, read with "
+                   "the columns and filters the model recorded (same vocabularies)")
     p.add_argument("--out", help="with --model: where to write the metrics JSON (default MODEL_DIR/metrics.json)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")))
     _add_device_arg(p, "with --model: where the model ranks the items (run files are evaluated on the CPU)")
@@ -136,7 +137,8 @@ def _add_serving_commands(sub) -> None:
                    help=f"hnsw: candidate list per query, >= k (default {ic.ef_search})")
     p.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")))
     p.add_argument("--data", help="--quantize fp16/int8 measure the test metrics on the model's recorded data and "
-                   "split; this reads the data from here instead (same vocabularies)")
+                   "split; this reads the data from here instead, with the recorded columns and filters (same "
+                   "vocabularies)")
     p.add_argument("--format", choices=["csv", "tsv", "parquet", "movielens", "lightgcn"],
                    help="force the reader of --data (default: detected from the path)")
     p.set_defaults(handler="rankdistill.commands.export:main")

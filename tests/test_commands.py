@@ -60,6 +60,29 @@ def test_evaluate_on_data_with_other_vocabularies_is_refused(workdir, tmp_path, 
     assert "has 300 users and 150 items but the data" in capsys.readouterr().err
 
 
+def test_evaluate_and_export_read_other_data_as_the_model_recorded(tmp_path, tiny_frame, capsys):
+    """--data of evaluate --model and export replaces the path only: the columns, the rating threshold and the
+    k-core filter the model was trained with still apply (read with the defaults, this file has no 'user'
+    column)."""
+    rng = np.random.default_rng(0)
+    frame = tiny_frame.rename(columns={"user": "uid", "item": "iid"}).assign(stars=rng.integers(1, 6, len(tiny_frame)))
+    frame.to_csv(tmp_path / "a.csv", index=False)
+    frame.to_csv(tmp_path / "copy.csv", index=False)
+    model = tmp_path / "m"
+    assert main(["train", "--data", str(tmp_path / "a.csv"), "--user-col", "uid", "--item-col", "iid",
+                 "--rating-col", "stars", "--min-rating", "3", "--min-user-interactions", "3", "--out", str(model),
+                 "--dim", "8", *FAST]) == 0
+    assert main(["evaluate", "--model", str(model), "--out", str(tmp_path / "own.json")]) == 0
+    assert main(["evaluate", "--model", str(model), "--data", str(tmp_path / "copy.csv"),
+                 "--out", str(tmp_path / "copy.json")]) == 0
+    own, other = (json.loads((tmp_path / f).read_text()) for f in ("own.json", "copy.json"))
+    assert other["metrics"] == own["metrics"] and other["users"] == own["users"]
+    assert other["data"] == str((tmp_path / "copy.csv"))
+    assert main(["export", "--model", str(model), "--out", str(tmp_path / "e"), "--quantize", "int8",
+                 "--data", str(tmp_path / "copy.csv")]) == 0
+    capsys.readouterr()
+
+
 def test_distill_from_a_teacher_directory(workdir):
     out = workdir / "student"
     assert main(["distill", "--teacher", str(workdir / "teacher"), "--out", str(out), "--dim", "4", *KD, *FAST]) == 0

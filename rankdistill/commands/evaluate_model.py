@@ -6,8 +6,8 @@ printed as one JSON object on stdout and written to MODEL_DIR/metrics.json (or -
 
 Called by ``rankdistill.commands.evaluate.main`` when ``--model`` is given; it reads ``args.model`` and, when
 present, ``args.out``, ``args.threads``, ``args.k`` and ``args.metrics`` (comma-separated; default: the
-model's cut-offs and ndcg, recall, mrr) and the data options (``args.data`` ...) to evaluate on other data
-with the same vocabularies.
+model's cut-offs and ndcg, recall, mrr) and ``args.data``, to evaluate on another file with the same
+vocabularies (read with the columns and filters config.json records).
 """
 
 from __future__ import annotations
@@ -26,12 +26,15 @@ from rankdistill.paths import output_file
 from rankdistill.pipeline import REPORT_METRICS
 
 
-def evaluate_model_dir(path: str, data: DataSpec | None = None, ks: tuple[int, ...] | None = None,
+def evaluate_model_dir(path: str, data: DataSpec | str | None = None, ks: tuple[int, ...] | None = None,
                        metrics: tuple[str, ...] = REPORT_METRICS, device: str = "cpu") -> dict:
     """The metrics record of the model directory ``path`` (see commands.train.metrics_record), with the
-    model's path and data, ranked on ``device``. ``ks`` default: the cut-offs the model was trained and
-    reported with."""
+    model's path and data, ranked on ``device``. ``data``: None, the model's recorded data; a path, that file
+    read as the model's data was (the recorded columns and filters); a DataSpec, as it says. ``ks`` default:
+    the cut-offs the model was trained and reported with."""
     saved = load(path, device)
+    if isinstance(data, (str, Path)):
+        data = (saved.data_spec or DataSpec()).at(str(data))  # an in-memory model: default columns
     _, split = saved.load_split(data)
     ks = tuple(ks or saved.config.get("ks", (10, 20)))
     values = evaluate(saved.model, split, "test", ks, metrics)
@@ -46,7 +49,7 @@ def main(args: argparse.Namespace) -> int:
         output_file(args.out)  # before any work
     elif Path(args.model).is_dir():  # a read-only model directory: said before the evaluation, not after
         output_file(Path(args.model) / METRICS, "metrics file (choose another with --out)")
-    spec = DataSpec.from_args(args) if getattr(args, "data", None) else None
+    spec = getattr(args, "data", None)  # another file, read with the columns and filters the model recorded
     ks = parse_ks(args.k) if getattr(args, "k", None) else None
     metrics = parse_metrics(args.metrics) if getattr(args, "metrics", None) else REPORT_METRICS
     device = command_device(getattr(args, "device", "auto"))

@@ -30,7 +30,8 @@ def main(args: argparse.Namespace) -> int:
     saved = load(args.model)
     split = None
     if args.quantize != "fp32":
-        _, split = saved.load_split(DataSpec.from_args(args) if args.data else None)
+        # --data: another file read as the model's data was (its recorded columns and filters)
+        _, split = saved.load_split((saved.data_spec or DataSpec()).at(args.data, args.format) if args.data else None)
     manifest = export_model(saved, args.out, args.quantize, index, split)
     shown = {k: manifest[k] for k in ("dim", "users", "items", "metric", "precision", "bytes", "test_metrics")}
     print(json.dumps({"export": args.out, **shown, "index": manifest["index"].get("file")}))

@@ -8,7 +8,7 @@ re-splits the data the model was trained on.
 from __future__ import annotations
 
 import argparse
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 from rankdistill.data.filters import to_implicit
@@ -50,6 +50,12 @@ class DataSpec:
         path = getattr(args, "data", None)
         return cls(str(input_path(path, "data path")) if path else None, getattr(args, "format", None), columns,
                    getattr(args, "min_rating", None), get("min_user_interactions", 0), get("min_item_interactions", 0))
+
+    def at(self, path: str, format: str | None = None) -> "DataSpec":
+        """The same reading of another file: its columns, rating threshold and k-core filters, with ``path``
+        (and ``format`` when given; else a format this spec forced, else detection from the path). What
+        ``--data`` of ``evaluate --model`` and ``export`` means: the model's data read again from elsewhere."""
+        return replace(self, path=str(input_path(path, "data path")), format=format or self.format)
 
     def to_dict(self) -> dict:
         d = asdict(self)
