@@ -11,7 +11,8 @@ distilled with ``--kd`` (default ``auto``, which takes that student alone as its
 
 ``--set KEY=VALUE`` / ``--grid KEY=V1,V2`` set fields of the student's ModelConfig (``temperature``, ``lr``,
 ``embedding_dim``, ...). The teacher is ``rankdistill run``'s default, checkpointed under ``--out`` (a re-run
-reuses it and every finished student). Each setting appends one JSON line to ``OUT/students.jsonl``.
+reuses it and every finished student; keep one ``--out`` per data set and seed). Each setting appends one JSON
+line to ``OUT/students.jsonl`` (a re-run appends its lines again).
 """
 
 from __future__ import annotations
@@ -50,23 +51,30 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    bad = [s for s in args.set + args.grid if "=" not in s]
+    if bad:
+        p.error(f"--set/--grid take KEY=VALUE, got {bad}")
     fixed = {k: parse_value(v) for k, _, v in (s.partition("=") for s in args.set)}
     axes = [(k, [parse_value(x) for x in v.split(",")]) for k, _, v in (g.partition("=") for g in args.grid)]
     unknown = (set(fixed) | {k for k, _ in axes}) - MODEL_FIELDS
     if unknown:
         p.error(f"unknown student setting(s) {sorted(unknown)}; choose among {sorted(MODEL_FIELDS)}")
+    base = RunConfig(seed=args.seed, quiet=True, workers=1)
+    combos = [{**fixed, **{k: v for (k, _), v in zip(axes, combo)}}
+              for combo in itertools.product(*(values for _, values in axes))]
+    for settings in combos:  # a bad value is refused now, not after the teacher's training
+        replace(base.student, **settings)
     data = load_interactions(args.data, args.format)
     split = make_split(data, None, args.seed)
-    base = RunConfig(seed=args.seed, quiet=True, workers=1)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     teacher = train_model(split, base.teacher, base, "teacher", out_dir=out)
-    for combo in itertools.product(*(values for _, values in axes)):
-        settings = {**fixed, **{k: v for (k, _), v in zip(axes, combo)}}
+    for settings in combos:
         run = replace(base, student=replace(base.student, **settings), distill=replace(base.distill, kd=args.kd))
         name = tag(settings)
         alone = train_model(split, run.student, run, f"student-{name}", out_dir=out)
-        distilled = distill(split, teacher.model, run, f"distilled-{name}", out_dir=out, alone=alone,
+        kd = "" if args.kd == "auto" else f"-{args.kd}"
+        distilled = distill(split, teacher.model, run, f"distilled-{name}{kd}", out_dir=out, alone=alone,
                             teacher_config=run.teacher)
         kept_alone = bool((distilled.auto or {}).get("reused_student_alone"))  # its fit is then the student's
         record = {
@@ -81,7 +89,7 @@ def main() -> None:
                           "ndcg@20": round(distilled.metrics["ndcg@20"], 5),
                           "pilots": (distilled.auto or {}).get("pilots")},
             "student": asdict(run.student),
-            "device": f"CPU {platform.machine()}, {torch.get_num_threads()} thread(s), torch {torch.__version__}",
+            "device": f"{run.device} ({platform.machine()}), {torch.get_num_threads()} thread(s), torch {torch.__version__}",
         }
         with (out / "students.jsonl").open("a") as f:
             f.write(json.dumps(record) + "\n")

@@ -95,6 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a saved model directory: evaluate it on its test split instead of a run file")
     p.add_argument("--data", help="with --model: evaluate on this file instead of the model's own data, read with "
                    "the columns and filters the model recorded (same vocabularies)")
+    p.add_argument("--format", choices=["csv", "tsv", "parquet", "movielens", "lightgcn"],
+                   help="with --data: force its reader (default: the format the model forced, else detected)")
     p.add_argument("--out", help="with --model: where to write the metrics JSON (default MODEL_DIR/metrics.json)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("RANKDISTILL_THREADS", "1")))
     _add_device_arg(p, "with --model: where the model ranks the items (run files are evaluated on the CPU)")
@@ -140,7 +142,7 @@ def _add_serving_commands(sub) -> None:
                    "split; this reads the data from here instead, with the recorded columns and filters (same "
                    "vocabularies)")
     p.add_argument("--format", choices=["csv", "tsv", "parquet", "movielens", "lightgcn"],
-                   help="force the reader of --data (default: detected from the path)")
+                   help="force the reader of --data (default: the format the model forced, else detected)")
     p.set_defaults(handler="rankdistill.commands.export:main")
 
     p = sub.add_parser("serve-check", help="recall@k of an export's index against exact scoring and per-user "

@@ -27,14 +27,16 @@ from rankdistill.pipeline import REPORT_METRICS
 
 
 def evaluate_model_dir(path: str, data: DataSpec | str | None = None, ks: tuple[int, ...] | None = None,
-                       metrics: tuple[str, ...] = REPORT_METRICS, device: str = "cpu") -> dict:
+                       metrics: tuple[str, ...] = REPORT_METRICS, device: str = "cpu",
+                       data_format: str | None = None) -> dict:
     """The metrics record of the model directory ``path`` (see commands.train.metrics_record), with the
     model's path and data, ranked on ``device``. ``data``: None, the model's recorded data; a path, that file
-    read as the model's data was (the recorded columns and filters); a DataSpec, as it says. ``ks`` default:
+    read as the model's data was (the recorded columns and filters; ``data_format`` forces its reader); a
+    DataSpec, as it says. ``ks`` default:
     the cut-offs the model was trained and reported with."""
     saved = load(path, device)
     if isinstance(data, (str, Path)):
-        data = (saved.data_spec or DataSpec()).at(str(data))  # an in-memory model: default columns
+        data = (saved.data_spec or DataSpec()).at(str(data), data_format)  # an in-memory model: default columns
     _, split = saved.load_split(data)
     ks = tuple(ks or saved.config.get("ks", (10, 20)))
     values = evaluate(saved.model, split, "test", ks, metrics)
@@ -49,11 +51,11 @@ def main(args: argparse.Namespace) -> int:
         output_file(args.out)  # before any work
     elif Path(args.model).is_dir():  # a read-only model directory: said before the evaluation, not after
         output_file(Path(args.model) / METRICS, "metrics file (choose another with --out)")
-    spec = getattr(args, "data", None)  # another file, read with the columns and filters the model recorded
+    spec = getattr(args, "data", None) or None  # another file, read with the columns and filters the model recorded
     ks = parse_ks(args.k) if getattr(args, "k", None) else None
     metrics = parse_metrics(args.metrics) if getattr(args, "metrics", None) else REPORT_METRICS
     device = command_device(getattr(args, "device", "auto"))
-    record = evaluate_model_dir(args.model, spec, ks, metrics, device)
+    record = evaluate_model_dir(args.model, spec, ks, metrics, device, getattr(args, "format", None))
     write_metrics(args.model, record, getattr(args, "out", None))
     print(json.dumps(record))
     return 0

@@ -55,7 +55,10 @@ class DataSpec:
         """The same reading of another file: its columns, rating threshold and k-core filters, with ``path``
         (and ``format`` when given; else a format this spec forced, else detection from the path). What
         ``--data`` of ``evaluate --model`` and ``export`` means: the model's data read again from elsewhere."""
-        return replace(self, path=str(input_path(path, "data path")), format=format or self.format)
+        if not str(path).strip():
+            raise RankdistillError("--data needs a path (leave it out to use the model's recorded data)")
+        return replace(self, path=str(input_path(path, "data path")), format=format or self.format,
+                       synthetic=SyntheticConfig())
 
     def to_dict(self) -> dict:
         d = asdict(self)

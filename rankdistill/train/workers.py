@@ -27,7 +27,8 @@ import torch
 from rankdistill.errors import RankdistillError
 
 MIN_PAIRS = 50_000  # auto: with fewer training interactions a run stays in one process (see resolve_workers)
-MAX_AUTO = 4  # auto: at most this many workers (a run has at most len(auto_menu) trainings side by side)
+MAX_AUTO = 4  # auto: at most this many workers (a run trains at most len(auto_menu) pilots side by side, one more in
+#              distill, where the student alone is a pilot too; with the default menu 3 or 4)
 
 
 WORKER = "import sys; from rankdistill.train.workers import _work; _work(*sys.argv[1:])"
