@@ -53,6 +53,18 @@ def test_evaluate_command_line_with_other_cutoffs(workdir, capsys, tmp_path):
     assert "precision@50" in printed["metrics"] and json.loads(out.read_text()) == printed
 
 
+def test_evaluate_into_a_model_directory_in_use_is_refused(workdir, capsys):
+    """evaluate --model writes MODEL_DIR/metrics.json: not while another command holds that directory's lock
+    (a train/distill --out that will rename a new model into place)."""
+    from rankdistill.outlock import lock_output
+
+    before = (workdir / "teacher" / "metrics.json").read_text()
+    with lock_output(workdir / "teacher"):
+        assert main(["evaluate", "--model", str(workdir / "teacher")]) == 2
+    assert "is in use by another rankdistill command" in capsys.readouterr().err
+    assert (workdir / "teacher" / "metrics.json").read_text() == before
+
+
 def test_evaluate_on_data_with_other_vocabularies_is_refused(workdir, tmp_path, capsys):
     other = tmp_path / "other.csv"
     pd.read_csv(workdir / "log.csv").iloc[:-600].to_csv(other, index=False)

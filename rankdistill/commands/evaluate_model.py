@@ -22,6 +22,7 @@ from rankdistill.commands.train import metrics_record
 from rankdistill.data.load import DataSpec
 from rankdistill.evaluation.evaluator import evaluate
 from rankdistill.modeldir import METRICS, load, write_metrics
+from rankdistill.outlock import lock_output
 from rankdistill.paths import output_file
 from rankdistill.pipeline import REPORT_METRICS
 
@@ -55,7 +56,12 @@ def main(args: argparse.Namespace) -> int:
     ks = parse_ks(args.k) if getattr(args, "k", None) else None
     metrics = parse_metrics(args.metrics) if getattr(args, "metrics", None) else REPORT_METRICS
     device = command_device(getattr(args, "device", "auto"))
-    record = evaluate_model_dir(args.model, spec, ks, metrics, device, getattr(args, "format", None))
-    write_metrics(args.model, record, getattr(args, "out", None))
+    if getattr(args, "out", None):
+        record = evaluate_model_dir(args.model, spec, ks, metrics, device, getattr(args, "format", None))
+        write_metrics(args.model, record, args.out)
+    else:  # into the model directory: not while a train/distill --out of that directory replaces it
+        with lock_output(args.model, "--model"):
+            record = evaluate_model_dir(args.model, spec, ks, metrics, device, getattr(args, "format", None))
+            write_metrics(args.model, record)
     print(json.dumps(record))
     return 0
