@@ -43,13 +43,15 @@ def pilot_figure(history: list[dict], epochs: int, metric: str) -> float:
 def distill_auto(split: Split, teacher: Ranker | None, run: RunConfig, knowledge: TeacherKnowledge,
                  name: str = "distilled", out_dir: str | Path | None = None,
                  alone: TrainedModel | None = None, workers: int = 1,
-                 teacher_config: ModelConfig | None = None) -> TrainedModel:
+                 teacher_config: ModelConfig | None = None, init: dict | None = None) -> TrainedModel:
     """Pilots of every ``run.distill.auto_menu`` spec, the choice on validation, the winner finished.
 
     ``alone``: the same student already trained on the true labels with ``run`` (its history is the baseline
     pilot, and it is the result when no method beats it). ``workers`` > 1: the pilots run side by side in
     worker processes (:mod:`rankdistill.train.workers`) when the workers can rebuild the teacher (built by
-    ``build_model(teacher_config, ...)``, or none); the models are the same either way.
+    ``build_model(teacher_config, ...)``, or none); the models are the same either way. ``init`` (warm start):
+    every pilot starts from these weights, those of ``alone``, whose best validation figure is then the
+    baseline (a pilot continues from it, so it must beat where the student alone ended, not its epoch-2 figure).
     -> the chosen student, with ``.auto`` recording the menu, each pilot's validation figure, the baseline's,
     the choice and the reason."""
     start = time.perf_counter()
@@ -59,28 +61,30 @@ def distill_auto(split: Split, teacher: Ranker | None, run: RunConfig, knowledge
         recipe = None if teacher is None else (teacher_config, teacher.state_dict())
         with checkpoint_home(out_dir, workers) as home:
             histories = side_by_side([(pilot_history, (split, run, spec, f"{name}-auto-{spec}", home, recipe,
-                                                       knowledge)) for spec in specs], workers)
-            trainers = {spec: _ResumedPilot(split, teacher, knowledge, run, spec, f"{name}-auto-{spec}", home)
+                                                       knowledge, init)) for spec in specs], workers)
+            trainers = {spec: _ResumedPilot(split, teacher, knowledge, run, spec, f"{name}-auto-{spec}", home, init)
                         for spec in specs}  # each continues from its pilot's checkpoint when fitted
             return _choose(split, run, start, dict(zip(specs, histories)), trainers, alone, workers)
     histories, trainers = {}, {}
     for spec in specs:
-        trainer = pilot_trainer(split, teacher, knowledge, run, spec, f"{name}-auto-{spec}", out_dir)
+        trainer = pilot_trainer(split, teacher, knowledge, run, spec, f"{name}-auto-{spec}", out_dir, init)
         histories[spec] = trainer.fit(stop_after=epochs).history
         trainers[spec] = trainer
     return _choose(split, run, start, histories, trainers, alone, 1)
 
 
 def pilot_trainer(split: Split, teacher: Ranker | None, knowledge: TeacherKnowledge, run: RunConfig, spec: str,
-                  name: str, out_dir: str | Path | None) -> Trainer:
-    """The trainer of one pilot: the student with ``spec``'s distillation terms (NONE: the true labels only)."""
+                  name: str, out_dir: str | Path | None, init: dict | None = None) -> Trainer:
+    """The trainer of one pilot: the student with ``spec``'s distillation terms (NONE: the true labels only),
+    from ``init`` when given (warm start)."""
     spec_run = replace(run, distill=replace(run.distill, kd=spec))
     objective = None if spec == NONE else distillation_objective(split, teacher, knowledge, spec_run)
-    return make_trainer(split, run.student, spec_run, name, objective, out_dir)
+    return make_trainer(split, run.student, spec_run, name, objective, out_dir, init)
 
 
 def pilot_history(split: Split, run: RunConfig, spec: str, name: str, out_dir: str | Path,
-                  recipe: tuple[ModelConfig, dict] | None, knowledge: TeacherKnowledge) -> list[dict]:
+                  recipe: tuple[ModelConfig, dict] | None, knowledge: TeacherKnowledge,
+                  init: dict | None = None) -> list[dict]:
     """A worker's job: one pilot's epochs, its checkpoint left in ``out_dir`` -> its history. ``recipe``: the
     teacher's config and weights (None: no teacher)."""
     teacher = None
@@ -89,7 +93,7 @@ def pilot_history(split: Split, run: RunConfig, spec: str, name: str, out_dir: s
         graph = split.train if config.kind == "lightgcn" else None
         teacher = build_model(config, split.n_users, split.n_items, run.device, seed=run.seed, graph=graph)
         teacher.load_state_dict(state)
-    trainer = pilot_trainer(split, teacher, knowledge, run, spec, name, out_dir)
+    trainer = pilot_trainer(split, teacher, knowledge, run, spec, name, out_dir, init)
     return trainer.fit(stop_after=run.distill.auto_pilot_epochs).history
 
 
@@ -114,7 +118,9 @@ def _choose(split: Split, run: RunConfig, start: float, histories: dict[str, lis
     pilots = {spec: pilot_figure(histories[spec], epochs, metric) for spec in d.auto_menu}
     curves = {spec: [[h["elapsed_seconds"], h["valid"][metric]] for h in histories[spec][:epochs]
                      if "elapsed_seconds" in h] for spec in d.auto_menu}
-    if alone is not None and alone.fit is not None:
+    if alone is not None and alone.fit is not None and run.distill.warm_start:  # the pilots start where it ended
+        baseline, baseline_trainer = alone.fit.best_valid.get(metric, float("-inf")), None
+    elif alone is not None and alone.fit is not None:
         baseline, baseline_trainer = pilot_figure(alone.fit.history, epochs, metric), None
     else:
         baseline, baseline_trainer = pilot_figure(histories[NONE], epochs, metric), trainers.pop(NONE)

@@ -136,6 +136,11 @@ class DistillConfig:
                                       "kd auto: the specs it tries, comma-separated")
     # MovieLens 100K: the order at 2 epochs is the order at 3
     auto_pilot_epochs: int = knob(2, "kd auto: epochs of each pilot before the choice")
+    # opt-in until measured end to end: the probes (benchmarks/results/quality-gowalla-run.md) reach the same
+    # validation figures in about half the distillation epochs
+    warm_start: bool = knob(False, "start the distilled student (and auto's pilots) from the student trained alone "
+                            "(its best weights, fresh optimizer state) instead of the shared random start; needs "
+                            "that student (rankdistill run trains it)")
     temperature: float = knob(1.0, "soft_bce, listkl: softmax temperature (Hinton et al. 2015)")
     topk: int = knob(100, "teacher top-K kept per user (the knowledge)", flag="kd-topk")
     topk_samples: int = knob(16, "teacher top-K items added to each training example's candidate list",

@@ -26,6 +26,7 @@ from rankdistill.train.knowledge import TeacherKnowledge
 from rankdistill.train.objectives import DistillationObjective, SupervisedObjective, supervised_options
 from rankdistill.train import processes
 from rankdistill.train.callbacks import JsonlLog, Progress, TensorBoard
+from rankdistill.train.checkpoint import fingerprint
 from rankdistill.train.trainer import FitResult, Trainer
 from rankdistill.train.workers import checkpoint_home, resolve_workers, side_by_side
 
@@ -120,7 +121,7 @@ class RunResult:
 
 
 def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: str, objective=None,
-                out_dir: str | Path | None = None) -> TrainedModel:
+                out_dir: str | Path | None = None, init_state: dict | None = None) -> TrainedModel:
     """Train one ranker with the true labels (or ``objective``) and evaluate it on the test split.
 
     With ``out_dir``: checkpoints in ``out_dir/checkpoints/<name>/`` (a re-run resumes from them), one JSON
@@ -130,7 +131,7 @@ def train_model(split: Split, model_config: ModelConfig, run: RunConfig, name: s
     Under a process group (``torchrun``): torchrec's DistributedModelParallel shards the tables over the
     processes (:mod:`rankdistill.train.sharded_engine`); every process must call it and returns the same
     result (the test metrics computed on rank 0)."""
-    trainer = make_trainer(split, model_config, run, name, objective, out_dir)
+    trainer = make_trainer(split, model_config, run, name, objective, out_dir, init_state)
     fit = trainer.fit()
     model = trainer.engine.trained_model()
     return test_evaluated(model, fit, split, run)
@@ -145,24 +146,31 @@ def test_evaluated(model: Ranker, fit: FitResult | None, split: Split, run: RunC
 
 
 def make_trainer(split: Split, model_config: ModelConfig, run: RunConfig, name: str, objective=None,
-                 out_dir: str | Path | None = None) -> Trainer:
+                 out_dir: str | Path | None = None, init_state: dict | None = None) -> Trainer:
     """The Trainer of :func:`train_model`, before it fits: a fresh model (seeded by ``run.seed``, so every
-    model of one config starts from the same weights), the objective, callbacks and checkpoints; under a
-    process group, the sharded engine over it (only rank 0 logs and prints)."""
+    model of one config starts from the same weights; ``init_state``: from these weights instead, a
+    state_dict of the same config, recorded in the checkpoint's identity), the objective, callbacks and
+    checkpoints; under a process group, the sharded engine over it (only rank 0 logs and prints)."""
     main = processes.is_main_process()
     log = Path(out_dir) / "train_log.jsonl" if out_dir is not None else None
     if processes.active():
         from rankdistill.train.sharded_engine import ShardedEngine, refuse_unshardable
 
+        if init_state is not None:
+            raise RankdistillError("warm_start is not supported under torchrun (sharded tables); turn it off")
         objective = objective or SupervisedObjective.from_config(run.train, split, device=run.device)
         refuse_unshardable(model_config, objective)
         model = ShardedEngine(split, model_config, run.seed, run.train.batch_size, name, log=log, quiet=run.quiet)
     else:
         graph = split.train if model_config.kind == "lightgcn" else None  # LightGCN propagates over it
         model = build_model(model_config, split.n_users, split.n_items, run.device, seed=run.seed, graph=graph)
+        if init_state is not None:
+            model.load_state_dict(init_state)
         objective = objective or SupervisedObjective.from_config(run.train, split, device=run.device)
     callbacks = [] if run.quiet or not main else [Progress(name)]
     identity = {"model_config": asdict(model_config)}
+    if init_state is not None:  # a resume must start from the same weights
+        identity["init"] = fingerprint(*init_state.values())
     if isinstance(objective, DistillationObjective):
         identity["distill"] = run.distill.to_dict()
         identity["teacher"] = objective.source_identity()  # weights or knowledge, online or cached
@@ -196,16 +204,29 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
         if teacher is None:
             raise RankdistillError("distillation needs a teacher or its cached knowledge (TeacherKnowledge)")
         knowledge = TeacherKnowledge.compute(teacher, split, run.distill.topk)
+    init = warm_start_state(run, alone)
     if run.distill.kd.strip() == "auto":
         from rankdistill.auto import distill_auto
 
         if processes.active():
             raise RankdistillError("--kd auto runs its pilots in one process; under torchrun name the loss with --kd")
-        return distill_auto(split, teacher, run, knowledge, name, out_dir, alone, workers, teacher_config)
+        return distill_auto(split, teacher, run, knowledge, name, out_dir, alone, workers, teacher_config, init)
     objective = distillation_objective(split, teacher, knowledge, run)
-    trained = train_model(split, run.student, run, name, objective, out_dir)
+    trained = train_model(split, run.student, run, name, objective, out_dir, init)
     trained.method = run.distill.kd
     return trained
+
+
+def warm_start_state(run: RunConfig, alone: TrainedModel | None) -> dict | None:
+    """``run.distill.warm_start``: the weights the distilled student starts from, those of ``alone`` (the same
+    student trained alone with ``run``, its best epoch restored); else None (the shared random start)."""
+    if not run.distill.warm_start:
+        return None
+    if alone is None or alone.fit is None:
+        raise RankdistillError("warm_start starts the distilled student from the student trained alone, and there "
+                               "is none here: use rankdistill run (which trains it), pass alone= to distill(), or "
+                               "turn it off (--no-warm-start)")
+    return {k: v.detach().clone() for k, v in alone.model.state_dict().items()}
 
 
 def distillation_objective(split: Split, teacher: Ranker | None, knowledge: TeacherKnowledge,

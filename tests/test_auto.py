@@ -3,6 +3,7 @@
 from dataclasses import replace
 
 import pytest
+import torch
 
 import rankdistill.auto as auto
 from rankdistill.config import DistillConfig
@@ -97,3 +98,43 @@ def test_timings_of_a_kept_student_alone_count_only_the_pilots():
     assert kept.timings() == {"train": 0.0, "valid": 0.0, "test": 0.0, "auto_pilots": 7.0}
     trained = TrainedModel(None, fit, {}, auto={"pilot_seconds": 7.0})
     assert trained.timings() == {"train": 100.0, "valid": 30.0, "test": 0.0, "auto_pilots": 7.0}
+
+
+def test_warm_start_starts_every_pilot_from_the_student_alone(tiny_split, trained, monkeypatch):
+    """warm_start: the pilots (and so the winner) start from the student alone's weights, and the baseline is
+    the student alone's best validation figure, where the pilots start, not its epoch-2 figure."""
+    run, teacher, alone, knowledge = trained
+    warm = replace(run, distill=replace(run.distill, warm_start=True))
+    starts = []
+    real = auto.make_trainer
+
+    def spy(*args, **kwargs):
+        trainer = real(*args, **kwargs)
+        starts.append({k: v.clone() for k, v in trainer.model.state_dict().items()})
+        return trainer
+
+    monkeypatch.setattr(auto, "make_trainer", spy)
+    result = distill(tiny_split, teacher, warm, knowledge=knowledge, alone=alone)
+    assert len(starts) == 2  # one trainer per pilot, in this process
+    for start in starts:
+        assert all(torch.equal(start[k], v) for k, v in alone.model.state_dict().items())
+    assert result.auto["student_alone"] == pytest.approx(alone.fit.best_valid["ndcg@20"], abs=1e-6)
+    cold = distill(tiny_split, teacher, run, knowledge=knowledge, alone=alone)
+    assert result.auto["pilots"] != cold.auto["pilots"]  # a different start, different pilots
+
+
+def test_warm_start_needs_the_student_alone(tiny_split, trained):
+    run, teacher, _, knowledge = trained
+    warm = replace(run, distill=replace(run.distill, kd="listkl", warm_start=True))
+    with pytest.raises(RankdistillError, match="warm_start starts the distilled student from the student trained"):
+        distill(tiny_split, teacher, warm, knowledge=knowledge)
+
+
+def test_a_warm_checkpoint_is_not_resumed_from_another_start(tiny_split, trained, tmp_path):
+    run, teacher, alone, knowledge = trained
+    warm = replace(run, distill=replace(run.distill, kd="listkl", warm_start=True),
+                   train=replace(run.train, epochs=1))
+    distill(tiny_split, teacher, warm, knowledge=knowledge, alone=alone, out_dir=tmp_path)
+    other = train_model(tiny_split, run.student, replace(run, seed=1), "student")  # another student alone
+    with pytest.raises(RankdistillError, match=r"belongs to a different run \(init"):
+        distill(tiny_split, teacher, warm, knowledge=knowledge, alone=other, out_dir=tmp_path)

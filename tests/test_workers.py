@@ -122,3 +122,20 @@ def test_auto_without_a_student_alone_runs_its_baseline_pilot_in_a_worker_too(ti
         == {k: v for k, v in one.auto.items() if k not in ("workers", "pilot_seconds", "seconds", "pilot_curves")}
     assert two.metrics == one.metrics
     assert [h["valid"] for h in two.fit.history] == [h["valid"] for h in one.fit.history]
+
+
+@pytest.mark.slow
+def test_warm_started_pilots_in_workers_equal_the_one_process_ones(tiny_split, tiny_run_config):
+    """warm_start: the start weights travel to the workers with the job; the pilots and the finished winner
+    equal the one-process result."""
+    config = replace(tiny_run_config, train=replace(tiny_run_config.train, epochs=3, patience=10),
+                     distill=DistillConfig(kd="auto", auto_menu=("listkl", "soft_bce"), auto_pilot_epochs=1,
+                                           topk=20, topk_samples=4, warm_start=True))
+    teacher = train_model(tiny_split, config.teacher, config, "teacher").model
+    alone = train_model(tiny_split, config.student, config, "student")
+    knowledge = TeacherKnowledge.compute(teacher, tiny_split, 20)
+    one = distill(tiny_split, teacher, config, knowledge=knowledge, alone=alone, workers=1)
+    two = distill(tiny_split, teacher, config, knowledge=knowledge, alone=alone, workers=2,
+                  teacher_config=config.teacher)
+    assert two.auto["workers"] == 2 and two.auto["pilots"] == one.auto["pilots"]
+    assert two.auto["chosen"] == one.auto["chosen"] and two.metrics == one.metrics
