@@ -139,8 +139,8 @@ class DistillConfig:
     # opt-in until measured end to end: the probes (benchmarks/results/quality-gowalla-run.md) reach the same
     # validation figures in about half the distillation epochs
     warm_start: bool = knob(False, "start the distilled student (and auto's pilots) from the student trained alone "
-                            "(its best weights, fresh optimizer state) instead of the shared random start; needs "
-                            "that student (rankdistill run trains it)")
+                            "(its best weights, fresh optimizer state) instead of the shared random start, when "
+                            "there is one (rankdistill run trains it; the distill command starts cold)")
     temperature: float = knob(1.0, "soft_bce, listkl: softmax temperature (Hinton et al. 2015)")
     topk: int = knob(100, "teacher top-K kept per user (the knowledge)", flag="kd-topk")
     topk_samples: int = knob(16, "teacher top-K items added to each training example's candidate list",

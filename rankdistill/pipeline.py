@@ -218,14 +218,11 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
 
 
 def warm_start_state(run: RunConfig, alone: TrainedModel | None) -> dict | None:
-    """``run.distill.warm_start``: the weights the distilled student starts from, those of ``alone`` (the same
-    student trained alone with ``run``, its best epoch restored); else None (the shared random start)."""
-    if not run.distill.warm_start:
+    """``run.distill.warm_start`` with ``alone`` (the same student trained alone with ``run``, its best epoch
+    restored): its weights, where the distilled student starts; else None, the shared random start (the
+    ``distill`` command, which has no student alone, starts there)."""
+    if not run.distill.warm_start or alone is None or alone.fit is None:
         return None
-    if alone is None or alone.fit is None:
-        raise RankdistillError("warm_start starts the distilled student from the student trained alone, and there "
-                               "is none here: use rankdistill run (which trains it), pass alone= to distill(), or "
-                               "turn it off (--no-warm-start)")
     return {k: v.detach().clone() for k, v in alone.model.state_dict().items()}
 
 

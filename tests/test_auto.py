@@ -123,11 +123,13 @@ def test_warm_start_starts_every_pilot_from_the_student_alone(tiny_split, traine
     assert result.auto["pilots"] != cold.auto["pilots"]  # a different start, different pilots
 
 
-def test_warm_start_needs_the_student_alone(tiny_split, trained):
+def test_warm_start_without_a_student_alone_starts_cold(tiny_split, trained):
+    """The distill command has no student alone: warm_start then changes nothing."""
     run, teacher, _, knowledge = trained
-    warm = replace(run, distill=replace(run.distill, kd="listkl", warm_start=True))
-    with pytest.raises(RankdistillError, match="warm_start starts the distilled student from the student trained"):
-        distill(tiny_split, teacher, warm, knowledge=knowledge)
+    single = replace(run, distill=replace(run.distill, kd="listkl"))
+    warm = replace(single, distill=replace(single.distill, warm_start=True))
+    cold, warmed = (distill(tiny_split, teacher, r, knowledge=knowledge) for r in (single, warm))
+    assert [h["valid"] for h in warmed.fit.history] == [h["valid"] for h in cold.fit.history]
 
 
 def test_a_warm_checkpoint_is_not_resumed_from_another_start(tiny_split, trained, tmp_path):
