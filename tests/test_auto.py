@@ -32,7 +32,7 @@ def test_auto_config_validates_its_menu():
 def trained(tiny_split, tiny_run_config):
     run = replace(tiny_run_config, train=replace(tiny_run_config.train, epochs=4, patience=10),
                   distill=DistillConfig(kd="auto", auto_menu=("listkl", "soft_bce"), auto_pilot_epochs=2, topk=20,
-                                        topk_samples=4))
+                                        topk_samples=4, warm_start=False))  # the cold start; warm: its own tests
     teacher = train_model(tiny_split, run.teacher, run, "teacher").model
     alone = train_model(tiny_split, run.student, run, "student")
     return run, teacher, alone, TeacherKnowledge.compute(teacher, tiny_split, 20)
