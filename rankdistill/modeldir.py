@@ -86,6 +86,11 @@ class SavedModel:
         self.check_vocab(data)
         return data
 
+    def data_at(self, path: str, format: str | None = None) -> DataSpec:
+        """Another file read as this model's data was (its recorded columns and filters; defaults for a model
+        trained on an in-memory table): what ``--data`` of ``evaluate --model`` and ``export`` reads."""
+        return (self.data_spec or DataSpec()).at(path, format)
+
     def load_split(self, spec: DataSpec | None = None) -> tuple[Interactions, Split]:
         """The data and the same split the model was trained on, cut again (deterministic)."""
         data = self.load_data(spec)

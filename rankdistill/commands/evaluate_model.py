@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+from contextlib import nullcontext
 from pathlib import Path
 
 from rankdistill.commands.options import command_device, configure_torch, parse_ks, parse_metrics
@@ -37,7 +38,7 @@ def evaluate_model_dir(path: str, data: DataSpec | str | None = None, ks: tuple[
     the cut-offs the model was trained and reported with."""
     saved = load(path, device)
     if isinstance(data, (str, Path)):
-        data = (saved.data_spec or DataSpec()).at(str(data), data_format)  # an in-memory model: default columns
+        data = saved.data_at(str(data), data_format)
     _, split = saved.load_split(data)
     ks = tuple(ks or saved.config.get("ks", (10, 20)))
     values = evaluate(saved.model, split, "test", ks, metrics)
@@ -56,12 +57,10 @@ def main(args: argparse.Namespace) -> int:
     ks = parse_ks(args.k) if getattr(args, "k", None) else None
     metrics = parse_metrics(args.metrics) if getattr(args, "metrics", None) else REPORT_METRICS
     device = command_device(getattr(args, "device", "auto"))
-    if getattr(args, "out", None):
+    out = getattr(args, "out", None)
+    # into the model directory: not while a train/distill --out of that directory replaces it
+    with nullcontext() if out else lock_output(args.model, "--model"):
         record = evaluate_model_dir(args.model, spec, ks, metrics, device, getattr(args, "format", None))
-        write_metrics(args.model, record, args.out)
-    else:  # into the model directory: not while a train/distill --out of that directory replaces it
-        with lock_output(args.model, "--model"):
-            record = evaluate_model_dir(args.model, spec, ks, metrics, device, getattr(args, "format", None))
-            write_metrics(args.model, record)
+        write_metrics(args.model, record, out)
     print(json.dumps(record))
     return 0

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import json
 
-from rankdistill.data.load import DataSpec
 from rankdistill.serving.index import IndexConfig
 
 
@@ -31,7 +30,7 @@ def main(args: argparse.Namespace) -> int:
     split = None
     if args.quantize != "fp32":
         # --data: another file read as the model's data was (its recorded columns and filters)
-        _, split = saved.load_split((saved.data_spec or DataSpec()).at(args.data, args.format) if args.data else None)
+        _, split = saved.load_split(saved.data_at(args.data, args.format) if args.data else None)
     manifest = export_model(saved, args.out, args.quantize, index, split)
     shown = {k: manifest[k] for k in ("dim", "users", "items", "metric", "precision", "bytes", "test_metrics")}
     print(json.dumps({"export": args.out, **shown, "index": manifest["index"].get("file")}))
