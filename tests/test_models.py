@@ -76,6 +76,8 @@ def test_many_ids_are_looked_up_once_each_with_the_same_update():
     tables = [EmbeddingTable("t", 50, 8, lr=0.1) for _ in range(2)]
     with torch.no_grad():
         tables[1].weight.copy_(tables[0].weight)
+    for t in tables:
+        t.sparse_update = False  # fbgemm's kernel path, where the deduplication is a choice
     grad = torch.randn(len(ids), 8, generator=torch.Generator().manual_seed(1))
     out_dedup = tables[0](ids)
     old, embedding.DEDUP_MIN = embedding.DEDUP_MIN, 10**9  # the plain path for the reference
@@ -87,6 +89,56 @@ def test_many_ids_are_looked_up_once_each_with_the_same_update():
     (out_dedup * grad).sum().backward()
     (out_plain * grad).sum().backward()
     torch.testing.assert_close(tables[0].weight, tables[1].weight)
+
+
+def test_cpu_rowwise_adagrad_update_equals_fbgemm_kernel():
+    """The CPU table's own row-wise Adagrad (on by default) against fbgemm's fused backward: 20 steps with
+    repeated ids, short and long lookups (both distinct-id methods), a learning-rate change half-way; the rows
+    out, the weights and the accumulators agree to float rounding."""
+    from rankdistill.models import embedding
+
+    g = torch.Generator().manual_seed(0)
+    ours, kernel = EmbeddingTable("t", 50, 8, lr=0.1), EmbeddingTable("t", 50, 8, lr=0.1)
+    assert ours.sparse_update and not EmbeddingTable("t", 5, 4, optimizer="sgd").sparse_update
+    kernel.sparse_update = False
+    with torch.no_grad():
+        kernel.weight.copy_(ours.weight)
+    for step in range(20):
+        if step == 10:
+            ours.set_lr(0.03), kernel.set_lr(0.03)
+        ids = torch.randint(50, (3, 2 + 10 * (step % 2)), generator=g)  # 6 ids: sorted; 36: marked in a mask
+        grad = torch.randn(*ids.shape, 8, generator=g)
+        a, b = ours(ids), kernel(ids)
+        torch.testing.assert_close(a, b)
+        (a * grad).sum().backward()
+        (b * grad).sum().backward()
+    assert not torch.equal(ours.weight, ours.weight.new_zeros(50, 8))
+    torch.testing.assert_close(ours.weight, kernel.weight, rtol=0, atol=1e-6)
+    state = [t.optimizer.state_dict()["state"]["t.weight"]["t.weight.momentum_1"] for t in (ours, kernel)]
+    assert state[0].max() > 1
+    torch.testing.assert_close(state[0], state[1], rtol=1e-6, atol=0)
+    assert embedding.EPS == kernel.ebc._emb_modules[0]._emb_module.optimizer_args.eps
+
+
+def test_rowwise_adagrad_by_hand():
+    """w = (1, 2), g = (0.3, 0.4), s = 0.5: s' = 0.5 + (0.09 + 0.16) / 2 = 0.625, w' = w - 0.1 g / √0.625;
+    the row not named is left alone."""
+    from rankdistill.models.embedding import rowwise_adagrad_
+
+    w, s = torch.tensor([[1.0, 2.0], [5.0, 5.0]]), torch.tensor([0.5, 7.0])
+    rowwise_adagrad_(w, s, torch.tensor([0]), torch.tensor([[0.3, 0.4]]), lr=0.1, eps=0.0)
+    torch.testing.assert_close(s, torch.tensor([0.625, 7.0]))
+    step = 0.1 / 0.625 ** 0.5
+    torch.testing.assert_close(w, torch.tensor([[1 - 0.3 * step, 2 - 0.4 * step], [5.0, 5.0]]))
+
+
+@pytest.mark.parametrize("n_ids", [3, 400])
+def test_distinct_ids_equal_torch_unique(n_ids):
+    from rankdistill.models.embedding import distinct_ids
+
+    ids = torch.randint(100, (n_ids,), generator=torch.Generator().manual_seed(n_ids))
+    for got, want in zip(distinct_ids(ids, 100), torch.unique(ids, return_inverse=True)):
+        assert torch.equal(got, want)
 
 
 @pytest.mark.parametrize("config", [ModelConfig(embedding_dim=8), ModelConfig(embedding_dim=8, score="cosine", temperature=0.2),
