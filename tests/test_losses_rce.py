@@ -256,12 +256,16 @@ def test_rce_columns_hold_the_teacher_top_k_then_the_students_top_list(teacher, 
     objective(student, users, pos, negs)
     b, k = seen[0], knowledge.k
     c = b.rce
-    assert c.teacher_top == slice(5, 5 + k) and c.student_top == slice(5 + k, 5 + k + 30) and b.n_own == 5 + k + 30
-    own = torch.cat([pos[:, None], knowledge.items[users[:, None], b.topk_ranks], knowledge.items[users],
-                     student_ranking.items[users]], dim=1)
+    assert c.teacher_top == slice(0, k) and c.student_top == slice(k, k + 30) and b.n_own == 5
+    assert c.rows == len(users) and c.student.shape == c.teacher.shape == c.known.shape == (len(users), k + 30)
+    own = torch.cat([pos[:, None], knowledge.items[users[:, None], b.topk_ranks]], dim=1)
+    rce_items = torch.cat([knowledge.items[users], student_ranking.items[users]], dim=1)
     with torch.no_grad():
         assert torch.allclose(b.student, student(users, own, negs).scores, atol=1e-6)
         assert torch.allclose(b.teacher, teacher(users, own, negs).scores, atol=1e-6)
+        assert torch.allclose(c.student, student(users, rce_items).scores, atol=1e-6)
+        assert torch.allclose(c.teacher, teacher(users, rce_items).scores, atol=1e-5)
+    assert torch.equal(c.known, c.valid)  # online: every real candidate has its teacher score
     for r, u in enumerate(users.tolist()):  # the teacher rank of each student item, k where outside its top-k
         teacher_list = knowledge.items[u].tolist()
         ranks = [teacher_list.index(i) if i in teacher_list else k for i in student_ranking.items[u].tolist()]
@@ -275,14 +279,13 @@ def test_rce_cached_mode_knows_teacher_scores_only_inside_the_top_k(knowledge, t
     seen = _capture(objective)
     users, pos, negs = _batch(tiny_split)
     objective(_student(tiny_split), users, pos, negs)
-    b = seen[0]
-    c = b.rce
-    assert torch.equal(b.known[:, c.teacher_top], knowledge.valid[users])
-    assert torch.equal(b.teacher[:, c.teacher_top], knowledge.scores[users])
+    c = seen[0].rce
+    assert torch.equal(c.known[:, c.teacher_top], knowledge.valid[users])
+    assert torch.equal(c.teacher[:, c.teacher_top], knowledge.scores[users])
     inside = c.student_top_rank < knowledge.k
-    assert torch.equal(b.known[:, c.student_top], inside)
+    assert torch.equal(c.known[:, c.student_top], inside)
     expected = knowledge.scores[users[:, None], c.student_top_rank.clamp_max(knowledge.k - 1)] * inside
-    assert torch.equal(b.teacher[:, c.student_top], expected)
+    assert torch.equal(c.teacher[:, c.student_top], expected)
 
 
 def test_rce_looks_up_each_student_table_once_per_step(teacher, knowledge, tiny_split):
@@ -359,19 +362,14 @@ def test_config_checks_rce_hyperparameters():
 
 
 def test_rce_on_the_first_rce_rows_rows_only(teacher, knowledge, tiny_split):
-    """rce_rows < batch: the rows past it carry padding (never real) and the loss is the mean over the first
-    rce_rows rows."""
-    objective = DistillationObjective(teacher, knowledge, _config(rce_rows=8))
-    seen = []
-    original = objective.terms["rce"].forward
-    objective.terms["rce"].forward = lambda b: (seen.append(b), original(b))[1]
-    _, parts = objective(_student(tiny_split), *_batch(tiny_split, b=32))
-    b = seen[0]
-    c = b.rce
-    cols = slice(c.teacher_top.start, c.student_top.stop)
-    assert c.rows == 8 and not b.valid[8:, cols].any() and b.valid[:8, cols].any()
-    s, t, known = b.on_scored()
-    tt, st = c.teacher_top, c.student_top
-    expected = rce_kd(s[:8, tt], t[:8, tt], b.valid[:8, tt], s[:8, st], t[:8, st], known[:8, st], b.valid[:8, st],
-                      c.student_top_rank[:8], c.sampled[:8], c.sampled_ok[:8], beta=objective.config.rce_beta)
-    torch.testing.assert_close(parts["rce"], expected)
+    """rce_rows < batch: rce's columns come on the first rce_rows rows alone and the loss is the mean over
+    them (the per-row reference on those rows)."""
+    config = _config(rce_rows=8)
+    objective = DistillationObjective(teacher, knowledge, config)
+    seen = _capture(objective)
+    student, (users, pos, negs) = _student(tiny_split), _batch(tiny_split, b=32)
+    _, parts = objective(student, users, pos, negs)
+    c = seen[0].rce
+    assert c.rows == 8 and c.student.shape[0] == c.sampled.shape[0] == c.student_top_rank.shape[0] == 8
+    expected = _reference(objective, student, teacher, knowledge, users[:8], seen[0], config)
+    assert math.isclose(parts["rce"].item(), expected, rel_tol=1e-4)

@@ -53,7 +53,7 @@ def test_every_loss_trains_a_step_online(kd, teacher, knowledge, tiny_split):
 
 
 @pytest.mark.parametrize("kd", [name for name in CACHED_OK if KD_LOSSES[name].teacher_columns == "none"
-                                and name != "dcd"])
+                                and name not in ("dcd", "rce")])  # rce's own list carries teacher scores
 def test_rank_only_losses_are_the_same_from_the_knowledge_alone(kd, teacher, knowledge, tiny_split):
     # rrd and rd read the teacher's ranks, which the knowledge holds: online and cached are one loss (dcd also
     # reads the teacher's ranks beyond its top-K online: test_dcd_online_ranks_the_over_estimated_items_beyond_k)
@@ -64,11 +64,12 @@ def test_rank_only_losses_are_the_same_from_the_knowledge_alone(kd, teacher, kno
 
 
 def _term_gradient(objective, kd, student, batch) -> torch.Tensor:
-    """d kd / d (the student's scores of the candidate list) for one batch."""
+    """d kd / d (the student's scores of the candidate list; rce: of its own list) for one batch."""
     seen = _capture(objective, kd)
     objective(student, *batch)
     term = objective.terms[kd]
-    return torch.autograd.grad(type(term).forward(term, seen[0]), seen[0].student)[0]
+    scores = seen[0].rce.student if kd == "rce" else seen[0].student
+    return torch.autograd.grad(type(term).forward(term, seen[0]), scores)[0]
 
 
 # losses whose minimum over the student's scores is the teacher's scores (cached rce is not: the student's top
@@ -375,11 +376,12 @@ def test_config_checks_loss_hyperparameters():
         DistillConfig(rd_mu=0)
 
 
-@pytest.mark.parametrize("kd, expected", [("rrd", []), ("rd", []), ("rce", [False, False]), ("listkl", [True]),
+@pytest.mark.parametrize("kd, expected", [("rrd", []), ("rd", []), ("rce", [False]), ("listkl", [True]),
                                           ("rrd+listkl", [True])])
 def test_the_teacher_scores_only_the_columns_a_term_uses(kd, expected, teacher, knowledge, tiny_split, monkeypatch):
-    """rrd/rd need only the teacher's ranks (the knowledge), rce its scores of each row's own candidates,
-    the score-matching losses also those of the shared negatives."""
+    """rrd/rd need only the teacher's ranks (the knowledge), rce its scores of the student's top list on the
+    rows that carry it (its top-K scores are in the knowledge), the score-matching losses those of each row's
+    own candidates and of the shared negatives."""
     calls, forward_calls = [], []
     objective = DistillationObjective(teacher, knowledge, _config(kd), exclude=tiny_split.train)
     monkeypatch.setattr(teacher, "forward", lambda *a, **kw: forward_calls.append(1))

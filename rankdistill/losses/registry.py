@@ -40,16 +40,20 @@ from rankdistill.losses.topk import (
 
 @dataclass
 class RCEColumns:
-    """``rce``'s own columns: the teacher's whole top-K (its order), then the student's top-P (its order, from
-    its ranking of the catalogue at the epoch start, training items left out), and the closure draw among
-    the latter."""
+    """``rce``'s own candidates, carried by the batch's first R rows (``rce_rows``) apart from the shared list:
+    the teacher's whole top-K (its order), then the student's top-P (its order, from its ranking of the
+    catalogue at the epoch start, training items left out), and the closure draw among the latter."""
 
-    teacher_top: slice  # K columns
+    teacher_top: slice  # K columns of the [R, K + P] tensors
     student_top: slice  # P columns (P >= K)
     student_top_rank: torch.Tensor  # int64 [R, P] teacher rank of each (>= K: outside the teacher's top-K)
     sampled: torch.Tensor  # int64 [R, L] positions in student_top drawn for the closure
     sampled_ok: torch.Tensor  # bool [R, L] False: the list was too short
-    rows: int = 0  # R: the first R rows carry the columns (rce_rows); the others are padding (0: all rows)
+    rows: int  # R: the first R rows of the batch carry the columns
+    valid: torch.Tensor  # bool [R, K + P] real candidate (False: padding of a short list)
+    student: torch.Tensor | None = None  # [R, K + P] student scores
+    teacher: torch.Tensor | None = None  # [R, K + P] teacher scores, 0 where unknown
+    known: torch.Tensor | None = None  # bool [R, K + P] real candidate whose teacher score is known
 
 
 @dataclass
@@ -58,8 +62,8 @@ class KDBatch:
 
     ``[0]`` the observed item | ``topk``: the teacher's top-K items in the teacher's order (the first
     ``n_fixed`` are its ranks 0..F-1, for ``rd``; then M ranks sampled ∝ exp(-rank/λ)) | ``dcd``: items
-    sampled for their rank discrepancy (``dcd`` only) | ``rce.teacher_top``, ``rce.student_top`` (``rce``
-    only) | ``negatives``: S uniform items shared by the batch.
+    sampled for their rank discrepancy (``dcd`` only) | ``negatives``: S uniform items shared by the batch.
+    ``rce``'s long lists are apart, in :class:`RCEColumns`.
     The first ``n_own`` columns are each row's own candidates. With the teacher online every column has a
     teacher score; in cached mode (no teacher) only top-K items do, and ``teacher``/``known`` cover the own
     columns alone.
@@ -205,14 +209,14 @@ class RCE(KDTerm):
     help = ("rejuvenated cross-entropy: teacher's top-K split by the student's top-K, the rest completed by "
             "items drawn from the student's top list (closure), mixed by their overlap (Zhu & Zhang, ICLR 2026)")
 
-    teacher_columns = "own"  # the teacher top-K and the student top list
+    teacher_columns = "none"  # its own columns carry their teacher scores (RCEColumns)
 
     def forward(self, b: KDBatch) -> torch.Tensor:
-        c, (s, t, known) = b.rce, b.on_scored()
-        r = c.rows or s.shape[0]  # a mean over the rows that carry the columns
+        c = b.rce
+        s, t, known, valid = c.student, c.teacher, c.known, c.valid
         tt, st = c.teacher_top, c.student_top
-        return rce_kd(s[:r, tt], t[:r, tt], b.valid[:r, tt], s[:r, st], t[:r, st], known[:r, st], b.valid[:r, st],
-                      c.student_top_rank[:r], c.sampled[:r], c.sampled_ok[:r], beta=self.config.rce_beta,
+        return rce_kd(s[:, tt], t[:, tt], valid[:, tt], s[:, st], t[:, st], known[:, st], valid[:, st],
+                      c.student_top_rank, c.sampled, c.sampled_ok, beta=self.config.rce_beta,
                       temperature=self.config.rce_tau)
 
 

@@ -9,8 +9,11 @@ masked out of that row).
 
       [positive | teacher top-K: ranks 0..F-1 (rd), then M ranks sampled ∝ exp(-rank/λ) (one draw per
                   batch, or per row with topk_sampling="row"), in rank order
-                | dcd: D under- + D over-estimated items
-                | rce: the teacher's whole top-K, then the student's top-P | S shared uniform negatives]
+                | dcd: D under- + D over-estimated items | S shared uniform negatives]
+
+  and, for ``rce``, a list of its own on the batch's first ``rce_rows`` rows alone (the teacher's whole
+  top-K, then the student's top-P: :class:`~rankdistill.losses.registry.RCEColumns`), scored in that same
+  forward as the model's ``extra`` candidates.
 
   With a teacher, the frozen teacher scores the same list (eval(), requires_grad_(False), no_grad()).
   Without one (``teacher=None``, the cached mode), teacher scores come from the knowledge and are known only
@@ -280,19 +283,14 @@ class DistillationObjective(SupervisedObjective):
             valid.append(dcd_valid)
             extra.append((dcd_ranks, dcd_valid))
             from_knowledge.append(None)
-        rce, rce_rows = None, None
-        n_scored = sum(o.shape[1] for o in own)  # columns every row's forward scores; rce's come on r rows only
-        if self.rce_pool:
-            rce_rows, rce_ranks, rce_valid, rce = self._rce_columns(model, users, n_scored)
-            padded = torch.cat([rce_rows, rce_rows[:1].expand(len(users) - rce.rows, -1)])  # rows past r: never real
-            own += [padded[:, : kn.k], padded[:, kn.k :]]  # the teacher's top-K, the student's top list
-            valid += [rce_valid[:, : kn.k], rce_valid[:, kn.k :]]
-            extra.append((rce_ranks, rce_valid))
-            from_knowledge += [lambda: kn.scores.index_select(0, users), rce.rows]
         own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
         n_own = own_t.shape[1]
-        # one lookup per table: scores [B, n_scored + S], and rce's long lists on their r rows alone
-        fwd = with_extra_columns(self.student_forward(model, users, own_t[:, :n_scored], negs, extra=rce_rows))
+        # rce's long lists (the teacher's top-K, the student's top-P) come on their first r rows alone, scored in
+        # the same lookup as everything else: one lookup per table
+        rce_items, rce = self._rce_columns(model, users) if self.rce_pool else (None, None)
+        fwd = self.student_forward(model, users, own_t, negs, extra=rce_items)
+        if rce is not None:
+            rce = self._rce_scores(rce, fwd.extra_scores, users, rce_items)
         total, parts = self.supervised(fwd, pos, negs, users, dot_product=scores_by_dot_product(model))
         if self.teacher is not None and self.teacher_columns != "none":
             shared = negs if self.teacher_columns == "all" else None  # the teacher scores only what a term uses
@@ -341,9 +339,6 @@ class DistillationObjective(SupervisedObjective):
             if known is None:
                 parts.append(computed[:, at : at + blk.shape[1]])
                 at += blk.shape[1]
-            elif isinstance(known, int):  # only the first `known` rows carry real candidates: score those
-                rows = self._teacher_scores(users[:known], blk[:known], None)
-                parts.append(torch.cat([rows, rows.new_zeros(len(users) - known, blk.shape[1])]))
             else:
                 parts.append(known().to(computed.dtype))
         parts.append(computed[:, at:])  # the shared negatives' scores, if any
@@ -438,31 +433,41 @@ class DistillationObjective(SupervisedObjective):
             self.teacher_top = (ranking.items.to(self.device), torch.isfinite(ranking.scores).to(self.device))
         return self.teacher_top
 
-    def _rce_columns(self, model: Ranker, users: torch.Tensor, start: int):
-        """rce's own columns from column ``start`` on, carried by the first r = ``rce_rows`` rows of the batch:
-        items [r, K + P] (the teacher's top-K, then the student's top-P), and for all B rows their teacher ranks
-        [B, K + P] (K or more outside the teacher's top-K) and real [B, K + P] (False past row r), and the
-        RCEColumns (of the r rows), with L positions of the student's list drawn for the closure
-        (closure_log_weights)."""
+    def _rce_columns(self, model: Ranker, users: torch.Tensor) -> tuple[torch.Tensor, RCEColumns]:
+        """rce's candidates, carried by the first r = ``rce_rows`` rows of the batch: items [r, K + P] (the
+        teacher's top-K, then the student's top-P) and their RCEColumns without scores, with L positions of the
+        student's list drawn for the closure (closure_log_weights)."""
         if self.rce_stale or self.rce_state is None:
             self._refresh_rce(model)
         kn, top, top_valid, teacher_rank_of_top = self.knowledge, *self.rce_state
-        k, p, b = kn.k, top.shape[1], len(users)
-        r = min(self.config.rce_rows, b)
-        rows = users[:r]
+        k, p = kn.k, top.shape[1]
+        rows = users[: min(self.config.rce_rows, len(users))]
         student_items, student_ok = top.index_select(0, rows), top_valid.index_select(0, rows)  # [r, P]
         student_rank = teacher_rank_of_top.index_select(0, rows)
         log_w = closure_log_weights(student_rank < k, student_ok, self.config.rce_sample_temperature)
         sampled, sampled_ok = gumbel_topk(log_w, min(self.config.rce_samples, p), self.generator)
-        columns = RCEColumns(teacher_top=slice(start, start + k), student_top=slice(start + k, start + k + p),
-                             student_top_rank=student_rank, sampled=sampled, sampled_ok=sampled_ok, rows=r)
-        items = torch.cat([kn.items.index_select(0, rows), student_items], dim=1)
-        ranks = torch.cat([torch.arange(k, device=users.device).expand(r, -1), student_rank], dim=1)
-        real = torch.cat([kn.valid.index_select(0, rows), student_ok], dim=1)
-        pad = b - r  # rows past r carry no rce column: rank k (outside the top-K), never real
-        ranks = torch.cat([ranks, torch.full((pad, k + p), k, dtype=ranks.dtype, device=ranks.device)])
-        real = torch.cat([real, torch.zeros(pad, k + p, dtype=torch.bool, device=real.device)])
-        return items, ranks, real, columns
+        columns = RCEColumns(teacher_top=slice(0, k), student_top=slice(k, k + p), student_top_rank=student_rank,
+                             sampled=sampled, sampled_ok=sampled_ok, rows=len(rows),
+                             valid=torch.cat([kn.valid.index_select(0, rows), student_ok], dim=1))
+        return torch.cat([kn.items.index_select(0, rows), student_items], dim=1), columns
+
+    def _rce_scores(self, c: RCEColumns, student: torch.Tensor, users: torch.Tensor, items: torch.Tensor):
+        """RCEColumns with the scores of its r rows: the student's [r, K + P], and the teacher's with the mask
+        of the known ones. The teacher's top-K scores come from the knowledge; the student's top-P are scored by
+        the online teacher (all known), or, cached, known only inside the teacher's top-K (0 elsewhere)."""
+        kn, k, rows = self.knowledge, self.knowledge.k, users[: c.rows]
+        top_scores, top_known = kn.scores.index_select(0, rows), kn.valid.index_select(0, rows)
+        rest_valid = c.valid[:, k:]
+        if self.teacher is None:
+            inside = rest_valid & (c.student_top_rank < k)
+            rest = _pick(kn.scores, rows, c.student_top_rank.clamp_max(k - 1)) * inside
+        elif self.teacher_vectors is not None:
+            rest, inside = self._teacher_scores(rows, items[:, k:], None), rest_valid
+        else:
+            with torch.no_grad():
+                rest, inside = self.teacher(rows, items[:, k:]).scores, rest_valid
+        return replace(c, student=student, teacher=torch.cat([top_scores, rest.to(top_scores.dtype)], dim=1),
+                       known=torch.cat([top_known, inside], dim=1))
 
     @torch.no_grad()
     def _refresh_rce(self, model: Ranker) -> None:
@@ -503,16 +508,6 @@ class DistillationObjective(SupervisedObjective):
             scores.append(_pick(kn.scores, users, block_ranks.clamp_max(kn.k - 1)) * inside)
             known.append(inside)
         return torch.cat(scores, dim=1), torch.cat(known, dim=1)
-
-
-def with_extra_columns(fwd: Forward) -> Forward:
-    """A forward with ``extra_scores`` [R, E] -> the same with them as the last E own columns of all B rows
-    (rows past R: 0, never real), so every term reads one [B, L + E + S] layout."""
-    if fwd.extra_scores is None:
-        return fwd
-    e = fwd.extra_scores
-    padded = torch.cat([e, e.new_zeros(fwd.own_scores.shape[0] - e.shape[0], e.shape[1])])
-    return replace(fwd, own_scores=torch.cat([fwd.own_scores, padded], dim=1), extra_scores=None)
 
 
 def negatives_hit_pairs(negs: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, b: int,
