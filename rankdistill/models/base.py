@@ -53,12 +53,11 @@ def split_candidates(rows: torch.Tensor, items: torch.Tensor, extra: torch.Tenso
     """Rows [B·L + R·E + S, H] looked up for :func:`join_candidates` -> (items' [B, L, H], extra's [R, E, H] or
     None, shared's [S, H])."""
     b, l = items.shape
-    at = b * l
-    own = rows[:at].view(b, l, -1)
-    if extra is None:
-        return own, None, rows[at:]
-    r, e = extra.shape
-    return own, rows[at : at + r * e].view(r, e, -1), rows[at + r * e :]
+    r, e = extra.shape if extra is not None else (0, 0)
+    # one split, not slices: its backward joins the blocks' gradients in one copy, where each slice's backward
+    # would zero-fill a gradient of all the rows
+    own, more, shared = rows.split([b * l, r * e, rows.shape[0] - b * l - r * e])
+    return own.view(b, l, -1), (more.view(r, e, -1) if extra is not None else None), shared
 
 
 class Ranker(nn.Module, abc.ABC):
