@@ -2,9 +2,10 @@
 
 import math
 
+import pytest
 import torch
 
-from rankdistill.losses.listwise import listmle, listwise_kl, relaxed_ranking
+from rankdistill.losses.listwise import listmle, listwise_kl, listwise_kl_reference, relaxed_ranking
 
 
 def _gen(seed=0):
@@ -48,6 +49,24 @@ def test_listkl_ignores_padded_positions():
     assert torch.isclose(loss, listwise_kl(s[:, :2], t[:, :2]))
     loss.backward()
     assert s.grad[0, 2] == 0
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0])
+def test_listkl_closed_form_gradient_equals_autograd(temperature):
+    """The frozen-teacher path (closed-form gradient) against the autograd reference: same loss, same gradient
+    in the student, with padding, an all-padded row and an upstream gradient other than 1."""
+    s0, t = torch.randn(4, 7, generator=_gen(3)) * 3, torch.randn(4, 7, generator=_gen(4)) * 3
+    mask = torch.rand(4, 7, generator=_gen(5)) > 0.3
+    mask[2] = False
+    for m in (None, mask):
+        fast, slow = s0.clone().requires_grad_(True), s0.clone().requires_grad_(True)
+        a = listwise_kl(fast, t, m, temperature=temperature)
+        b = listwise_kl_reference(slow, t, m, temperature=temperature)
+        torch.testing.assert_close(a, b)
+        (2.5 * a).backward()
+        (2.5 * b).backward()
+        torch.testing.assert_close(fast.grad, slow.grad)
+        assert fast.grad.abs().sum() > 0
 
 
 def test_listkl_all_padded_row_contributes_zero():
