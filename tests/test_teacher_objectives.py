@@ -127,6 +127,32 @@ def test_block_wise_losses_equal_the_losses_of_the_joined_matrix(tau2, users):
     torch.testing.assert_close(bilateral_softmax_blocks(pos, [a, b], tau2, users), bilateral_softmax(joined, tau2, users))
 
 
+@pytest.mark.parametrize("shifted, excluded", [(False, False), (True, False), (True, True)])
+def test_block_logsumexp_equals_autograd_logsumexp(shifted, excluded):
+    """The closed-form block log-sum-exp against torch.logsumexp of the shifted, masked copy: same values and
+    same gradient in the scores, an all-excluded row (very negative, finite, no gradient) included."""
+    from rankdistill.losses.supervised import block_logsumexp
+
+    g = torch.Generator().manual_seed(3)
+    s0 = torch.randn(4, 6, generator=g) * 4
+    shift = torch.randn(6, generator=g) if shifted else None
+    out = torch.rand(4, 6, generator=g) > 0.6 if excluded else None
+    if excluded:
+        out[1] = True
+    fast, slow = s0.clone().requires_grad_(True), s0.clone().requires_grad_(True)
+    x = slow - shift if shifted else slow
+    if excluded:
+        x = x.masked_fill(out, torch.finfo(x.dtype).min / 4)
+    a, b = block_logsumexp(fast, shift, out), torch.logsumexp(x, dim=1)
+    torch.testing.assert_close(a, b)
+    weights = torch.tensor([1.0, -2.0, 0.5, 3.0])
+    (a * weights).sum().backward()
+    (b * weights).sum().backward()
+    torch.testing.assert_close(fast.grad, slow.grad)
+    if excluded:
+        assert torch.isfinite(a).all() and a[1] < -1e30 and (fast.grad[out] == 0).all()
+
+
 def test_pool_by_user_equals_the_pairwise_definition():
     from rankdistill.losses.supervised import pool_by_user
 

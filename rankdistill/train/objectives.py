@@ -35,7 +35,7 @@ from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.evaluator import default_memory_budget, rank_all, rows_of
 from rankdistill.losses.rce import closure_log_weights
 from rankdistill.losses.registry import KD_LOSSES, KDBatch, RCEColumns
-from rankdistill.losses.supervised import SUPERVISED_LOSSES, bilateral_softmax_blocks, softmax_blocks
+from rankdistill.losses.supervised import SUPERVISED_LOSSES, bilateral_from_lse, block_logsumexp, softmax_from_lse
 from rankdistill.losses.topk import discrepancy_weights
 from rankdistill.models.base import DotProductRanker, Forward, Ranker
 from rankdistill.train.checkpoint import fingerprint
@@ -121,17 +121,20 @@ class SupervisedObjective(nn.Module):
         else:
             s = fwd.scores
             s_pos, s_neg = s[:, 0], s[:, s.shape[1] - len(negs) :]
-        fill = torch.finfo(s_neg.dtype).min / 4
-        s_neg = s_neg.masked_fill(negs[None, :] == pos[:, None], fill)  # accidental hits
-        blocks = [s_neg]
+        hits = negs[None, :] == pos[:, None]  # accidental hits: a row's own positive among the negatives
+        blocks = [(s_neg, None, hits)]  # (scores [B, N], shift [N] or None, excluded [B, N]) per block
         if self.in_batch and fwd.shared_scores is not None and dot_product:
-            s_pos, blocks = self._with_in_batch(s_pos, s_neg, fwd, pos, negs)
-        if self.loss_name == "softmax":
-            sup = softmax_blocks(s_pos, blocks)
-        elif self.loss_name == "bsl":
-            sup = bilateral_softmax_blocks(s_pos, blocks, self.bsl_tau2, users)
+            s_pos, blocks = self._with_in_batch(s_pos, s_neg, hits, fwd, pos, negs)
+        if self.loss_name in ("softmax", "bsl"):  # each block's log-sum-exp in one pass, no masked copies
+            lse = [block_logsumexp(*block) for block in blocks]
+            if self.loss_name == "softmax":
+                sup = softmax_from_lse(s_pos, lse)
+            else:
+                sup = bilateral_from_lse(s_pos, lse, sum(b[0].shape[1] for b in blocks), self.bsl_tau2, users)
         else:
-            sup = self.loss(torch.cat([s_pos[:, None], *blocks], dim=1))
+            fill = torch.finfo(s_neg.dtype).min / 4
+            joined = [(b if shift is None else b - shift).masked_fill(out, fill) for b, shift, out in blocks]
+            sup = self.loss(torch.cat([s_pos[:, None], *joined], dim=1))
         parts = {self.loss_name: sup.detach()}
         if self.l2:
             reg = self.l2 * l2_penalty(fwd)
@@ -139,19 +142,19 @@ class SupervisedObjective(nn.Module):
             sup = sup + reg
         return sup, parts
 
-    def _with_in_batch(self, s_pos: torch.Tensor, s_neg: torch.Tensor, fwd: Forward, pos: torch.Tensor,
-                       negs: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Positive [B] and shared negatives [B, S] -> the same logQ-corrected, and the batch's other positives
-        [B, B] as a second block of negatives (a column equal to the row's positive is masked)."""
+    def _with_in_batch(self, s_pos: torch.Tensor, s_neg: torch.Tensor, hits: torch.Tensor, fwd: Forward,
+                       pos: torch.Tensor, negs: torch.Tensor):
+        """Positive [B] and shared negatives [B, S] (``hits`` excluded) -> the positive logQ-corrected, and the
+        blocks of negatives: the shared ones, then the batch's other positives [B, B] (a column equal to the
+        row's positive excluded), each with its logQ shift."""
         uniform = torch.tensor(math.log(len(negs) / self.log_p.shape[0]), device=pos.device)
 
         def log_q(items: torch.Tensor) -> torch.Tensor:  # log of each item's expected count among the candidates
             return torch.logaddexp(uniform, math.log(len(pos)) + self.log_p.index_select(0, items))
 
         log_q_pos, log_q_negs = log_q(pos), log_q(negs)
-        in_batch = fwd.user_hidden @ fwd.item_hidden[:, 0].T - log_q_pos[None, :]  # [B, B] (dot-product rankers)
-        in_batch = in_batch.masked_fill(pos[None, :] == pos[:, None], torch.finfo(in_batch.dtype).min / 4)
-        return s_pos - log_q_pos, [s_neg - log_q_negs[None, :], in_batch]
+        in_batch = fwd.user_hidden @ fwd.item_hidden[:, 0].T  # [B, B] (dot-product rankers)
+        return s_pos - log_q_pos, [(s_neg, log_q_negs, hits), (in_batch, log_q_pos, pos[None, :] == pos[:, None])]
 
     def forward(self, model: Ranker, users: torch.Tensor, pos: torch.Tensor, negs: torch.Tensor):
         """users [B], pos [B], negs [S] -> (loss, {part name: detached value})"""
