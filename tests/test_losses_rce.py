@@ -373,3 +373,13 @@ def test_rce_on_the_first_rce_rows_rows_only(teacher, knowledge, tiny_split):
     assert c.rows == 8 and c.student.shape[0] == c.sampled.shape[0] == c.student_top_rank.shape[0] == 8
     expected = _reference(objective, student, teacher, knowledge, users[:8], seen[0], config)
     assert math.isclose(parts["rce"].item(), expected, rel_tol=1e-4)
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "cached"])
+def test_a_term_beside_rce_sees_the_shared_list_alone(online, teacher, knowledge, tiny_split):
+    """rce's long lists are apart (RCEColumns): listkl beside rce has the value it has alone on the same batch
+    (before, rce's columns sat in the shared list and listkl's softmax took them in on the first rows)."""
+    batch, t = _batch(tiny_split), teacher if online else None
+    both = DistillationObjective(t, knowledge, _config("rce+listkl"), seed=3)(_student(tiny_split), *batch)[1]
+    alone = DistillationObjective(t, knowledge, _config("listkl"), seed=3)(_student(tiny_split), *batch)[1]
+    assert torch.equal(both["listkl"], alone["listkl"]) and both["rce"] > 0

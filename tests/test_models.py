@@ -100,6 +100,7 @@ def test_cpu_rowwise_adagrad_update_equals_fbgemm_kernel():
     g = torch.Generator().manual_seed(0)
     ours, kernel = EmbeddingTable("t", 50, 8, lr=0.1), EmbeddingTable("t", 50, 8, lr=0.1)
     assert ours.sparse_update and not EmbeddingTable("t", 5, 4, optimizer="sgd").sparse_update
+    assert not EmbeddingTable("t", 5, 4, fused=False, device="meta").sparse_update  # DMP's blueprint
     kernel.sparse_update = False
     with torch.no_grad():
         kernel.weight.copy_(ours.weight)
