@@ -38,7 +38,7 @@ GAP_METRICS = ("ndcg@10", "ndcg@20", "recall@20")
 class RunConfig:
     # Defaults chosen on validation NDCG@20 (Gowalla and MovieLens 100K): benchmarks/results/teacher-recipes.md
     teacher: ModelConfig = ModelConfig(embedding_dim=128, lr=0.1, score="cosine", temperature=0.1)
-    student: ModelConfig = ModelConfig(embedding_dim=16, lr=0.2, score="cosine", temperature=0.2)
+    student: ModelConfig = ModelConfig(embedding_dim=16, lr=0.2, score="cosine", temperature=0.1)
     train: TrainConfig = TrainConfig()
     distill: DistillConfig = DistillConfig()
     ks: tuple[int, ...] = knob((10, 20), "cut-offs of the test metrics")
