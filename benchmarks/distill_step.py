@@ -6,7 +6,9 @@
 The models, objectives and batch shapes are those of ``rankdistill run`` (``RunConfig()``: a dim-128 cosine
 teacher, dim-16 cosine students, BSL with in-batch negatives, batch 512, 1,024 shared negatives). For every
 ``--kd`` spec: the step from the online (frozen) teacher and, where the loss allows it, from the cached
-knowledge alone, each against the student trained alone on the true labels. Steps are interleaved, repeated
+knowledge alone, each against the student trained alone on the true labels; and the "lookup floor": the
+student's step plus the lookups and scores of the default's top-K columns with no loss on them
+(:class:`LookupFloor`), the least any distillation of that list can cost. Steps are interleaved, repeated
 ``--reps`` times, and the medians taken, so the ratios come from one run on one (shared) machine. The
 per-epoch refresh a loss needs (rce, dcd: the student's top list) is timed apart and added to the epoch
 estimate (steps per epoch × step + refresh; the validation pass is the same for all and left out).
@@ -30,7 +32,25 @@ from rankdistill.data.split import make_split
 from rankdistill.models.factory import build_model
 from rankdistill.pipeline import RunConfig, distillation_objective
 from rankdistill.train.knowledge import TeacherKnowledge
-from rankdistill.train.objectives import SupervisedObjective
+from rankdistill.train.objectives import SupervisedObjective, supervised_options
+
+
+class LookupFloor(SupervisedObjective):
+    """The student's step plus what any distillation from the cached top-K must do: look up and score each row's
+    ``topk_samples`` top-K items (the default's candidate list), with no loss on them (weight 0, so their zero
+    gradients still flow into the update). No distillation loss of that list can cost less than this."""
+
+    def __init__(self, run: RunConfig, split, knowledge: TeacherKnowledge) -> None:
+        super().__init__(run.train.loss, run.train.l2, **supervised_options(run.train, split))
+        self.items, self.m = knowledge.items, run.distill.topk_samples
+        self.generator = torch.Generator().manual_seed(1)
+
+    def forward(self, model, users, pos, negs):
+        ranks = torch.randperm(self.items.shape[1], generator=self.generator)[: self.m].sort().values
+        own = torch.cat([pos[:, None], self.items.index_select(0, users)[:, ranks]], dim=1)
+        fwd = model(users, own, negs)
+        total, parts = self.supervised(fwd, pos, negs, users)
+        return total + 0.0 * fwd.own_scores[:, 1:].sum(), parts
 
 
 def main() -> None:
@@ -55,7 +75,8 @@ def main() -> None:
     def student():
         return build_model(run.student, split.n_users, split.n_items, seed=0)
 
-    kinds = {"student": (student(), SupervisedObjective.from_config(run.train, split))}
+    kinds = {"student": (student(), SupervisedObjective.from_config(run.train, split)),
+             "lookup floor": (student(), LookupFloor(run, split, knowledge))}
     for spec in args.kd.split(","):
         spec_run = replace(run, distill=replace(run.distill, kd=spec))
         kinds[spec] = (student(), distillation_objective(split, teacher, knowledge, spec_run))
