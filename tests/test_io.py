@@ -46,24 +46,24 @@ def test_parquet(tmp_path):
 
 
 def test_movielens_u_data(tmp_path):
-    path = _write(tmp_path / "u.data", "196\t242\t3\t881250949\n186\t302\t3\t891717742\n")
+    path = _write(tmp_path / "u.data", "7\t15\t4\t900000001\n9\t21\t2\t900000050\n")
     df = read_interactions(path)
     assert detect_format(path) == "movielens"
-    assert df.to_dict("list") == {"user": [196, 186], "item": [242, 302], "timestamp": [881250949, 891717742],
-                                  "rating": [3.0, 3.0]}
+    assert df.to_dict("list") == {"user": [7, 9], "item": [15, 21], "timestamp": [900000001, 900000050],
+                                  "rating": [4.0, 2.0]}
 
 
 def test_movielens_ratings_dat_double_colon(tmp_path):
-    path = _write(tmp_path / "ratings.dat", "1::1193::5::978300760\n1::661::3::978302109\n")
+    path = _write(tmp_path / "ratings.dat", "3::40::5::960000000\n3::12::3::960000100\n")
     df = read_interactions(path)
-    assert df["item"].tolist() == [1193, 661] and df["rating"].tolist() == [5.0, 3.0]
-    assert df["timestamp"].tolist() == [978300760, 978302109]
+    assert df["item"].tolist() == [40, 12] and df["rating"].tolist() == [5.0, 3.0]
+    assert df["timestamp"].tolist() == [960000000, 960000100]
 
 
 def test_movielens_ratings_csv(tmp_path):
-    path = _write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n1,296,5.0,1147880044\n")
+    path = _write(tmp_path / "ratings.csv", "userId,movieId,rating,timestamp\n2,33,4.5,1100000000\n")
     assert detect_format(path) == "movielens"
-    assert read_interactions(path).iloc[0].tolist() == [1, 296, 1147880044, 5.0]
+    assert read_interactions(path).iloc[0].tolist() == [2, 33, 1100000000, 4.5]
 
 
 def test_movielens_folder_is_detected(tmp_path):
