@@ -118,10 +118,10 @@ def _choose(split: Split, run: RunConfig, start: float, histories: dict[str, lis
     pilots = {spec: pilot_figure(histories[spec], epochs, metric) for spec in d.auto_menu}
     curves = {spec: [[h["elapsed_seconds"], h["valid"][metric]] for h in histories[spec][:epochs]
                      if "elapsed_seconds" in h] for spec in d.auto_menu}
-    if alone is not None and alone.fit is not None and run.distill.warm_start:  # the pilots start where it ended
-        baseline, baseline_trainer = alone.fit.best_valid.get(metric, float("-inf")), None
-    elif alone is not None and alone.fit is not None:
-        baseline, baseline_trainer = pilot_figure(alone.fit.history, epochs, metric), None
+    if alone is not None and alone.fit is not None:  # warm: the pilots start where it ended, so its best counts
+        baseline_trainer = None
+        baseline = (alone.fit.best_valid.get(metric, float("-inf")) if run.distill.warm_start
+                    else pilot_figure(alone.fit.history, epochs, metric))
     else:
         baseline, baseline_trainer = pilot_figure(histories[NONE], epochs, metric), trainers.pop(NONE)
     best = max(pilots, key=lambda spec: pilots[spec])
