@@ -108,17 +108,18 @@ class EmbeddingTable(nn.Module):
         ids, where it pays): the same update either way, since a row's gradients are summed before its one
         row-wise step."""
         flat = ids.reshape(-1)
-        if self.sparse_update and torch.is_grad_enabled():
-            distinct, inverse = distinct_ids(flat, self.num_embeddings)
+        ours = self.sparse_update and torch.is_grad_enabled()  # our update: it needs each row once
+        if not (ours or (self.fused and flat.numel() > DEDUP_MIN)):
+            return self._lookup(flat).view(*ids.shape, self.dim)
+        distinct, inverse = distinct_ids(flat, self.num_embeddings)
+        if ours:
             with torch.no_grad():
                 rows = self._lookup(distinct)
             rows.requires_grad_(True)
             rows.register_hook(lambda grad: self._apply_update(distinct, grad))
-            return rows.index_select(0, inverse).view(*ids.shape, self.dim)
-        if self.fused and flat.numel() > DEDUP_MIN:
-            distinct, inverse = distinct_ids(flat, self.num_embeddings)
-            return self._lookup(distinct).index_select(0, inverse).view(*ids.shape, self.dim)
-        return self._lookup(flat).view(*ids.shape, self.dim)
+        else:
+            rows = self._lookup(distinct)
+        return rows.index_select(0, inverse).view(*ids.shape, self.dim)
 
     def _apply_update(self, ids: torch.Tensor, grad: torch.Tensor) -> None:
         state = self.optimizer.state_dict()["state"][f"{self.name}.weight"][f"{self.name}.weight.momentum_1"]
