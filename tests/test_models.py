@@ -142,6 +142,43 @@ def test_distinct_ids_equal_torch_unique(n_ids):
         assert torch.equal(got, want)
 
 
+def test_distinct_ids_by_scratch_buffer():
+    """The scratch method (no sort): each distinct id once, in order of first occurrence, whatever the buffer
+    held before; the same ids as torch.unique and distinct[inverse] == ids."""
+    from rankdistill.models.embedding import distinct_ids
+
+    ids = torch.tensor([7, 3, 7, 9, 3, 3, 0])
+    distinct, inverse = distinct_ids(ids, 1000, torch.full((1000,), -5, dtype=torch.int64))
+    assert distinct.tolist() == [7, 3, 9, 0] and inverse.tolist() == [0, 1, 0, 2, 1, 1, 3]
+    ids = torch.randint(10_000, (3000,), generator=torch.Generator().manual_seed(0))
+    scratch = torch.randint(-9, 9, (10_000,), generator=torch.Generator().manual_seed(1))
+    distinct, inverse = distinct_ids(ids, 10_000, scratch)
+    assert torch.equal(distinct[inverse], ids)
+    assert torch.equal(distinct.sort().values, torch.unique(ids))
+
+
+def test_table_takes_the_scratch_method_for_long_lookups_of_large_tables():
+    """A long lookup of a large CPU table goes through the scratch buffer (allocated once, then reused); its rows
+    and its update equal the sorting method's."""
+    from rankdistill.models import embedding
+
+    ids = torch.randint(40_000, (embedding.SCRATCH_MIN + 5,), generator=torch.Generator().manual_seed(0))
+    tables = [EmbeddingTable("t", 40_000, 4, lr=0.1) for _ in range(2)]
+    with torch.no_grad():
+        tables[1].weight.copy_(tables[0].weight)
+    tables[1]._scratch_for = lambda flat: None  # the reference: torch.unique
+    grad = torch.randn(len(ids), 4, generator=torch.Generator().manual_seed(1))
+    for step in range(2):
+        outs = [t(ids) for t in tables]
+        torch.testing.assert_close(outs[0], outs[1])
+        for out in outs:
+            (out * grad).sum().backward()
+        if step == 0:
+            scratch = tables[0]._scratch
+    assert scratch is not None and tables[0]._scratch is scratch and tables[1]._scratch is None
+    torch.testing.assert_close(tables[0].weight, tables[1].weight, rtol=0, atol=0)
+
+
 @pytest.mark.parametrize("config", [ModelConfig(embedding_dim=8), ModelConfig(embedding_dim=8, score="cosine", temperature=0.2),
                                     ModelConfig(kind="mlp", embedding_dim=8, mlp_layers=(6,))])
 def test_extra_candidates_of_the_first_rows_equal_their_own_scores(config):
