@@ -90,8 +90,9 @@ class TwoTower(DotProductRanker):
         flat = join_candidates(items, extra, shared)
         u, rows = self.user_table(users), self.item_table(flat)  # [B, D], [B*L + R*E + S, D]: one lookup per table
         hu, hrows = self._user_side(u), self._item_side(rows)
-        i, _, se = split_candidates(rows, items, extra)
-        hi, he, hs = split_candidates(hrows, items, extra)
+        i, e, se = split_candidates(rows, items, extra)
+        # a dot product without towers scores the rows themselves: one split, so one gradient join in backward
+        hi, he, hs = (i, e, se) if hrows is rows else split_candidates(hrows, items, extra)
         scores = _row_scores(hu, hi)
         extra_scores = None if extra is None else _row_scores(hu[: len(he)], he)
         if shared is None:
