@@ -118,7 +118,7 @@ def main() -> None:
                     None, None))
     # Every model checkpoints under OUT: an interrupted table resumes where it stopped.
     teacher = train_model(split, run.teacher, run, "teacher", out_dir=out)
-    student = train_model(split, run.student, run, "student", out_dir=out)
+    student = train_model(split, run.student, run.alone(), "student", out_dir=out)
     t, s = teacher.metrics, student.metrics
     rows += [row("teacher", "true labels", teacher, None, None), row("student", "true labels", student, None, None)]
     print(markdown(rows, ""), flush=True)

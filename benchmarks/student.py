@@ -72,7 +72,7 @@ def main() -> None:
     for settings in combos:
         run = replace(base, student=replace(base.student, **settings), distill=replace(base.distill, kd=args.kd))
         name = tag(settings)
-        alone = train_model(split, run.student, run, f"student-{name}", out_dir=out)
+        alone = train_model(split, run.student, run.alone(), f"student-{name}", out_dir=out)
         kd = "" if args.kd == "auto" else f"-{args.kd}"
         distilled = distill(split, teacher.model, run, f"distilled-{name}{kd}", out_dir=out, alone=alone,
                             teacher_config=run.teacher)

@@ -58,6 +58,10 @@ class RunConfig:
     quiet: bool = knob(False, "no per-epoch lines")
     sizes: tuple[int, ...] = knob((), "extra student embedding sizes, each trained alone and distilled, e.g. "
                                   "4,8,16,32,64 (a plot of NDCG@20 against parameters goes into the run directory)")
+    student_epochs: int | None = knob(None, "maximum epochs of the student trained alone (unset: twice --epochs): "
+                                      "the baseline the distilled student is measured against and starts from "
+                                      "trains to its early stop (a small student needs more epochs; it runs beside "
+                                      "the teacher)")
     workers: int = knob(0, "processes that train independent models side by side (the teacher with the student "
                         "alone, then auto's pilots), each on --threads threads; the models are the same for any "
                         "number; 0: one per CPU core (at most 4) on a CPU with at least 50,000 training "
@@ -69,6 +73,13 @@ class RunConfig:
         object.__setattr__(self, "device", str(resolve_device(self.device)))
         if self.workers < 0:
             raise RankdistillError(f"workers must be >= 0 (0: one per CPU core), got {self.workers}")
+        if self.student_epochs is not None and self.student_epochs < 1:
+            raise RankdistillError(f"student_epochs must be >= 1, got {self.student_epochs}")
+
+    def alone(self) -> "RunConfig":
+        """This run for the student trained alone: at most ``student_epochs`` epochs (unset: 2 × train.epochs)."""
+        epochs = self.student_epochs if self.student_epochs is not None else 2 * self.train.epochs
+        return replace(self, train=replace(self.train, epochs=epochs))
 
 
 @dataclass
@@ -276,18 +287,19 @@ def _train_alone(result: RunResult, config: RunConfig, clock: "_PhaseClock", wor
     processes. Side by side, each model's phase holds its own seconds (training and test evaluation) and one
     more row what running side by side saved (negative; on small data the workers' start can cost more), so
     the phases still add up to the wall time."""
-    split, models = result.split, (("teacher", config.teacher), ("student", config.student))
+    split = result.split
+    models = (("teacher", config.teacher, config), ("student", config.student, config.alone()))
     if workers == 1:
-        for name, model_config in models:
+        for name, model_config, run in models:
             with clock(name, lambda: result.models[name].timings()):
-                result.models[name] = train_model(split, model_config, config, name, out_dir=out_dir)
+                result.models[name] = train_model(split, model_config, run, name, out_dir=out_dir)
         return
     t0 = time.perf_counter()
-    side_by_side([(train_to_end, (split, model_config, config, name, out_dir)) for name, model_config in models],
+    side_by_side([(train_to_end, (split, model_config, run, name, out_dir)) for name, model_config, run in models],
                  workers)
     own = 0.0
-    for name, model_config in models:  # each resumes from its finished checkpoint: no training here
-        result.models[name] = train_model(split, model_config, config, name, out_dir=out_dir)
+    for name, model_config, run in models:  # each resumes from its finished checkpoint: no training here
+        result.models[name] = train_model(split, model_config, run, name, out_dir=out_dir)
         t = result.models[name].timings()
         own += clock.record(name, {"total": round(t["train"] + t["test"], 2), **t})
     clock.record(f"side by side ({workers} workers)", round(time.perf_counter() - t0 - own, 2))
@@ -308,7 +320,7 @@ def _train_sizes(result: RunResult, config: RunConfig, clock: "_PhaseClock", tea
             continue
         sized = replace(config, student=replace(config.student, embedding_dim=dim))
         with clock(f"sizes@{dim}"):
-            alone = train_model(split, sized.student, sized, f"student@{dim}", out_dir=out_dir)
+            alone = train_model(split, sized.student, sized.alone(), f"student@{dim}", out_dir=out_dir)
             taught = distill(split, teacher, sized, f"distilled@{dim}", knowledge, out_dir=out_dir, alone=alone)
         result.sizes[dim] = (alone, taught)
 

@@ -139,3 +139,16 @@ def test_warm_started_pilots_in_workers_equal_the_one_process_ones(tiny_split, t
                   teacher_config=config.teacher)
     assert two.auto["workers"] == 2 and two.auto["pilots"] == one.auto["pilots"]
     assert two.auto["chosen"] == one.auto["chosen"] and two.metrics == one.metrics
+
+
+def test_the_student_alone_has_its_own_epoch_cap(tiny_frame, tiny_run_config):
+    """``student_epochs`` caps the student trained alone (unset: twice ``epochs``); the teacher and the
+    distilled student keep ``epochs``."""
+    data = Interactions.from_frame(tiny_frame, "tiny")
+    config = replace(tiny_run_config, train=replace(tiny_run_config.train, epochs=2, patience=10), workers=1)
+    assert config.alone().train.epochs == 4 and replace(config, student_epochs=3).alone().train.epochs == 3
+    result = run(data, replace(config, student_epochs=3))
+    epochs = {name: len(m.fit.history) for name, m in result.models.items() if m.fit is not None}
+    assert epochs == {"teacher": 2, "student": 3, "distilled": 2}
+    with pytest.raises(RankdistillError, match="student_epochs must be >= 1, got 0"):
+        replace(config, student_epochs=0)

@@ -34,7 +34,7 @@ from rankdistill.errors import RankdistillError
 
 JOB_COMMANDS = ("run", "train", "distill")
 KINDS = {"int": int, "float": float, "str": str, "bool": bool, "tuple[int, ...]": "ints",
-         "tuple[str, ...]": "strs", "float | None": float, "str | None": str,
+         "tuple[str, ...]": "strs", "float | None": float, "str | None": str, "int | None": int,
          "str | tuple[float, float, float] | None": str, "str | float | None": str}
 
 
@@ -153,7 +153,7 @@ def job_options(command: str) -> list[Option]:
     if command not in JOB_COMMANDS:
         raise RankdistillError(f"a job file is for {', '.join(JOB_COMMANDS)}, not {command!r}")
     rc = RunConfig()
-    top = ("seed", "device", "quiet", "ks") + (("sizes", "workers") if command == "run" else ())
+    top = ("seed", "device", "quiet", "ks") + (("sizes", "student_epochs", "workers") if command == "run" else ())
     opts = _command_options(command) + _top_options(top) + _data_options()
     if command == "run":
         opts.append(Option("", "score_both", "--score", None, "the teacher's and the students' score (a flag only: "
