@@ -86,7 +86,10 @@ def main() -> None:
     p.add_argument("--student-dim", type=int, default=d.student.embedding_dim)
     p.add_argument("--teacher-lr", type=float, default=d.teacher.lr)
     p.add_argument("--student-lr", type=float, default=d.student.lr)
-    p.add_argument("--epochs", type=int, default=d.train.epochs)
+    p.add_argument("--epochs", type=int, default=d.train.epochs, help="maximum epochs of the teacher (and default of "
+                   "the distilled students)")
+    p.add_argument("--student-epochs", type=int, default=None, help="maximum epochs of the student alone (default: "
+                   "twice --epochs, as rankdistill run)")
     p.add_argument("--patience", type=int, default=d.train.patience)
     p.add_argument("--l2", type=float, default=d.train.l2)
     p.add_argument("--temperature", type=float, default=d.distill.temperature)
@@ -110,7 +113,8 @@ def main() -> None:
                     student=replace(d.student, embedding_dim=args.student_dim, lr=args.student_lr),
                     train=replace(d.train, epochs=args.epochs, patience=args.patience, l2=args.l2,
                                   **train_overrides),
-                    distill=replace(d.distill, temperature=args.temperature, **overrides), seed=args.seed)
+                    distill=replace(d.distill, temperature=args.temperature, **overrides), seed=args.seed,
+                    student_epochs=args.student_epochs)
     kd_run = replace(run, train=replace(run.train, epochs=args.kd_epochs or args.epochs))
     rows = []
     pop = Popularity(split.train)

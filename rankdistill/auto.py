@@ -46,7 +46,7 @@ def distill_auto(split: Split, teacher: Ranker | None, run: RunConfig, knowledge
                  teacher_config: ModelConfig | None = None, init: dict | None = None) -> TrainedModel:
     """Pilots of every ``run.distill.auto_menu`` spec, the choice on validation, the winner finished.
 
-    ``alone``: the same student already trained on the true labels with ``run`` (its history is the baseline
+    ``alone``: the same student already trained on the true labels with ``run.alone()`` (its history is the baseline
     pilot, and it is the result when no method beats it). ``workers`` > 1: the pilots run side by side in
     worker processes (:mod:`rankdistill.train.workers`) when the workers can rebuild the teacher (built by
     ``build_model(teacher_config, ...)``, or none); the models are the same either way. ``init`` (warm start):

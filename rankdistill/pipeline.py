@@ -200,7 +200,7 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
     """Train a student (``run.student``) on the true labels plus the distillation terms of ``run.distill``.
 
     ``--kd auto`` (:mod:`rankdistill.auto`) chooses the terms on validation with short pilots; ``alone``, the
-    same student trained on the true labels with ``run``, is then its baseline and its fallback. Its pilots
+    same student trained on the true labels with ``run.alone()``, is then its baseline and its fallback. Its pilots
     run side by side in ``workers`` processes when the workers can rebuild the teacher: it was built by
     ``build_model(teacher_config, ...)`` (as in :func:`run`), or there is none (cached knowledge).
 
@@ -229,7 +229,7 @@ def distill(split: Split, teacher: Ranker | None, run: RunConfig, name: str = "d
 
 
 def warm_start_state(run: RunConfig, alone: TrainedModel | None) -> dict | None:
-    """``run.distill.warm_start`` with ``alone`` (the same student trained alone with ``run``, its best epoch
+    """``run.distill.warm_start`` with ``alone`` (the same student trained alone with ``run.alone()``, its best epoch
     restored): its weights, where the distilled student starts; else None, the shared random start (the
     ``distill`` command, which has no student alone, starts there)."""
     if not run.distill.warm_start or alone is None or alone.fit is None:
@@ -377,4 +377,5 @@ def gap_recovered(teacher: dict[str, float], student: dict[str, float], distille
 def config_dict(config: RunConfig) -> dict:
     d = asdict(config)
     d["distill"] = config.distill.to_dict()
+    d["student_epochs"] = config.alone().train.epochs  # the cap the student alone trained under
     return d

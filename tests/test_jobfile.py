@@ -47,6 +47,13 @@ def test_command_line_defaults_are_the_python_defaults():
     assert (distill.student, distill.train, distill.distill) == (RunConfig().student, TrainConfig(), DistillConfig())
 
 
+def test_student_epochs_from_the_flag_or_the_job_file(tmp_path):
+    """--student-epochs (job key student_epochs) reaches the RunConfig; unset it is twice --epochs."""
+    assert run_config(parse_args(["run", "--student-epochs", "3"])).alone().train.epochs == 3
+    assert run_config(parse_args(["run", "--config", _job(tmp_path, "student_epochs = 7\n")])).student_epochs == 7
+    assert run_config(parse_args(["run", "--epochs", "6"])).alone().train.epochs == 12
+
+
 def test_help_shows_the_dataclass_help_and_default(capsys):
     with pytest.raises(SystemExit):
         parse_args(["distill", "--help"])
@@ -173,7 +180,7 @@ def test_show_prints_defaults_then_file_then_flags(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command, flags", [
-    ("run", ["--epochs", "3", "--teacher-dim", "32", "--score", "dot", "--sizes", "4,8", "--split", "ratio",
+    ("run", ["--epochs", "3", "--student-epochs", "5", "--teacher-dim", "32", "--score", "dot", "--sizes", "4,8", "--split", "ratio",
              "--split-ratio", "0.7,0.1,0.2", "--kd", "rd", "--rd-k", "5", "--no-in-batch-negatives"]),
     ("train", ["--out", "m", "--model", "lightgcn", "--layers", "2", "--clip-grad-norm", "1.5", "--min-rating", "4"]),
     ("distill", ["--teacher", "t", "--out", "s", "--tower-layers", "8,4", "--auto-menu", "rrd,listkl", "--cached-only",

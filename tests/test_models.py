@@ -150,11 +150,14 @@ def test_distinct_ids_by_scratch_buffer():
     ids = torch.tensor([7, 3, 7, 9, 3, 3, 0])
     distinct, inverse = distinct_ids(ids, 1000, torch.full((1000,), -5, dtype=torch.int64))
     assert distinct.tolist() == [7, 3, 9, 0] and inverse.tolist() == [0, 1, 0, 2, 1, 1, 3]
-    ids = torch.randint(10_000, (3000,), generator=torch.Generator().manual_seed(0))
-    scratch = torch.randint(-9, 9, (10_000,), generator=torch.Generator().manual_seed(1))
-    distinct, inverse = distinct_ids(ids, 10_000, scratch)
+    ids = torch.randint(100_000, (3000,), generator=torch.Generator().manual_seed(0))
+    ids[1000:1500] = ids[:500]  # repeats
+    scratch = torch.randint(-9, 9, (100_000,), generator=torch.Generator().manual_seed(1))
+    distinct, inverse = distinct_ids(ids, 100_000, scratch)
     assert torch.equal(distinct[inverse], ids)
     assert torch.equal(distinct.sort().values, torch.unique(ids))
+    first = [i for i, x in enumerate(ids.tolist()) if x not in set(ids[:i].tolist())]
+    assert torch.equal(distinct, ids[first])  # first-occurrence order: the scratch method ran
 
 
 def test_table_takes_the_scratch_method_for_long_lookups_of_large_tables():
@@ -162,13 +165,14 @@ def test_table_takes_the_scratch_method_for_long_lookups_of_large_tables():
     and its update equal the sorting method's."""
     from rankdistill.models import embedding
 
-    ids = torch.randint(40_000, (embedding.SCRATCH_MIN + 5,), generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
     tables = [EmbeddingTable("t", 40_000, 4, lr=0.1) for _ in range(2)]
     with torch.no_grad():
         tables[1].weight.copy_(tables[0].weight)
     tables[1]._scratch_for = lambda flat: None  # the reference: torch.unique
-    grad = torch.randn(len(ids), 4, generator=torch.Generator().manual_seed(1))
-    for step in range(2):
+    for step in range(2):  # other ids at the second step: the buffer's old content must not matter
+        ids = torch.randint(4_000, (embedding.SCRATCH_MIN + 5,), generator=g) * 10
+        grad = torch.randn(len(ids), 4, generator=g)
         outs = [t(ids) for t in tables]
         torch.testing.assert_close(outs[0], outs[1])
         for out in outs:
@@ -177,6 +181,12 @@ def test_table_takes_the_scratch_method_for_long_lookups_of_large_tables():
             scratch = tables[0]._scratch
     assert scratch is not None and tables[0]._scratch is scratch and tables[1]._scratch is None
     torch.testing.assert_close(tables[0].weight, tables[1].weight, rtol=0, atol=0)
+    big, ids = EmbeddingTable("u", 100_000, 4), torch.randint(100_000, (embedding.DEDUP_MIN + 1,), generator=g)
+    with torch.no_grad():  # scoring without gradients keeps the pure methods (safe from several threads) ...
+        big(ids)
+    assert big._scratch is None
+    big(ids).sum().backward()  # ... training takes the buffer
+    assert big._scratch is not None
 
 
 @pytest.mark.parametrize("config", [ModelConfig(embedding_dim=8), ModelConfig(embedding_dim=8, score="cosine", temperature=0.2),

@@ -440,3 +440,14 @@ def test_rce_term_equals_rce_kd_on_the_rows_that_carry_it(teacher_online, teache
         expected = rce_kd(s_t, tt, knowledge.valid[rows], s_s, ts, known, top_ok, t_rank, sampled, sampled_ok,
                           beta=config.rce_beta, temperature=config.rce_tau)
     torch.testing.assert_close(parts["rce"], expected, rtol=1e-5, atol=1e-6)
+
+
+def test_pick_reads_each_rows_columns_also_from_a_truncated_table():
+    """_pick(table, users, columns)[b, m] = table[users[b], columns[b, m]], by hand, on a column slice (as
+    TeacherKnowledge.truncate leaves it: not contiguous) and on the whole table."""
+    from rankdistill.train.objectives import _pick
+
+    table = torch.arange(12).view(3, 4)  # row u holds 4u .. 4u + 3
+    users, columns = torch.tensor([2, 0]), torch.tensor([[1, 0], [1, 1]])
+    assert _pick(table[:, :2], users, columns).tolist() == [[9, 8], [1, 1]]
+    assert _pick(table, users, columns + 2).tolist() == [[11, 10], [3, 3]]

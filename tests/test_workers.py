@@ -104,6 +104,8 @@ def test_run_refuses_negative_workers_with_exit_status_2(tmp_path, monkeypatch, 
     monkeypatch.chdir(tmp_path)
     assert main(["run", "--workers", "-1", "--out", "r"]) == 2
     assert "workers must be >= 0" in capsys.readouterr().err
+    assert main(["run", "--student-epochs", "0", "--out", "r"]) == 2
+    assert "student_epochs must be >= 1, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow

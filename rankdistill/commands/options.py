@@ -420,7 +420,8 @@ def run_config(args: argparse.Namespace, **overrides):
                   split_time=args.split_time, seed=args.seed, device=args.device, quiet=args.quiet)
     if args.command == "run":
         values.update(teacher=model_config(args, "teacher"), student=model_config(args, "student"),
-                      distill=distill_config(args), sizes=sizes, workers=args.workers)
+                      distill=distill_config(args), sizes=sizes, student_epochs=args.student_epochs,
+                      workers=args.workers)
     elif args.command == "train":
         values.update(teacher=model_config(args))
     else:

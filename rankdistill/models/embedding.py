@@ -114,7 +114,7 @@ class EmbeddingTable(nn.Module):
         ours = self.sparse_update and torch.is_grad_enabled()  # our update: it needs each row once
         if not (ours or (self.fused and flat.numel() > DEDUP_MIN)):
             return self._lookup(flat).view(*ids.shape, self.dim)
-        distinct, inverse = distinct_ids(flat, self.num_embeddings, self._scratch_for(flat))
+        distinct, inverse = distinct_ids(flat, self.num_embeddings, self._scratch_for(flat) if ours else None)
         if ours:
             with torch.no_grad():
                 rows = self._lookup(distinct)
@@ -126,7 +126,9 @@ class EmbeddingTable(nn.Module):
 
     def _scratch_for(self, flat: torch.Tensor) -> torch.Tensor | None:
         """The scratch buffer distinct_ids uses for ``flat`` (None: it sorts or marks instead). CPU only: on CUDA
-        torch.unique is fast, and a table there can be too large to shadow."""
+        torch.unique is fast, and a table there can be too large to shadow. Training lookups only (the one
+        shared buffer makes them unsafe from several threads at once, as the update they feed already is);
+        scoring without gradients keeps the pure methods, so a model can serve from several threads."""
         if flat.device.type != "cpu" or flat.numel() < SCRATCH_MIN or flat.numel() * 8 >= self.num_embeddings:
             return None
         if self._scratch is None:
