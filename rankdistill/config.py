@@ -75,7 +75,7 @@ class TrainConfig:
     """The training loop: one for teachers, students and distillation."""
 
     # Defaults chosen on validation NDCG@20 of Gowalla and MovieLens 100K (benchmarks/results/teacher-recipes.md)
-    epochs: int = knob(20, "maximum epochs (early stopping on validation usually ends sooner)")
+    epochs: int = knob(30, "maximum epochs (early stopping on validation usually ends sooner)")
     batch_size: int = knob(512, "training interactions per batch")
     negatives: int = knob(1024, "uniform negatives per batch, shared by all its rows")
     loss: str = knob("bsl", "supervised loss", choices=("softmax", "bsl", "bpr", "bce"))
