@@ -152,5 +152,8 @@ def test_the_student_alone_has_its_own_epoch_cap(tiny_frame, tiny_run_config):
     result = run(data, replace(config, student_epochs=3))
     epochs = {name: len(m.fit.history) for name, m in result.models.items() if m.fit is not None}
     assert epochs == {"teacher": 2, "student": 3, "distilled": 2}
+    from rankdistill.pipeline import config_dict
+
+    assert config_dict(config)["student_epochs"] == 4  # the report records the cap used, not "unset"
     with pytest.raises(RankdistillError, match="student_epochs must be >= 1, got 0"):
         replace(config, student_epochs=0)
