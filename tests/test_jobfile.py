@@ -180,8 +180,8 @@ def test_show_prints_defaults_then_file_then_flags(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("command, flags", [
-    ("run", ["--epochs", "3", "--student-epochs", "5", "--teacher-dim", "32", "--score", "dot", "--sizes", "4,8", "--split", "ratio",
-             "--split-ratio", "0.7,0.1,0.2", "--kd", "rd", "--rd-k", "5", "--no-in-batch-negatives"]),
+    ("run", ["--epochs", "3", "--student-epochs", "5", "--teacher-dim", "32", "--score", "dot", "--sizes", "4,8",
+             "--split", "ratio", "--split-ratio", "0.7,0.1,0.2", "--kd", "rd", "--rd-k", "5", "--no-in-batch-negatives"]),
     ("train", ["--out", "m", "--model", "lightgcn", "--layers", "2", "--clip-grad-norm", "1.5", "--min-rating", "4"]),
     ("distill", ["--teacher", "t", "--out", "s", "--tower-layers", "8,4", "--auto-menu", "rrd,listkl", "--cached-only",
                  "--knowledge", "k.parquet", "--split-time", "0.9", "--ks", "5,50"]),
