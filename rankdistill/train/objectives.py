@@ -536,9 +536,12 @@ def negatives_hit(negs: torch.Tensor, items: torch.Tensor, real: torch.Tensor, n
 
 
 def _pick(table: torch.Tensor, users: torch.Tensor, columns: torch.Tensor) -> torch.Tensor:
-    """table [U, K], users [B], columns int64 [B, M] -> table[users[b], columns[b, m]] [B, M]: the B·M entries
-    read where they are (``take``), not B whole rows first (1.6x faster for M = 16 of K = 100)."""
-    return table.take(users[:, None] * table.shape[1] + columns)
+    """table [U, K], users [B], columns int64 [B, M] -> table[users[b], columns[b, m]] [B, M]. The B whole rows
+    first, then the columns: in a training step this beats reading the B·M entries where they are (``take``,
+    or a flat index_select), 9.29 against 10.46 / 9.80 ms per step on ``benchmarks/training.py``'s cached
+    ``listkl`` and 8.41 against 8.75 / 8.54 ms on Gowalla's (in-process A/B), though ``take`` wins a warm-cache
+    micro-benchmark: whole rows are read in order, scattered entries are cache misses."""
+    return table.index_select(0, users).gather(1, columns)
 
 
 def _check(teacher: Ranker | None, knowledge: TeacherKnowledge, names: list[str]) -> None:
