@@ -160,7 +160,7 @@ def test_data_spec_round_trips_through_a_dict(tmp_path):
 
 
 def test_user_list_from_txt_csv_and_parquet(tmp_path):
-    assert read_id_list(_write(tmp_path / "u.txt", "196\n186\n\n")).tolist() == [196, 186]
+    assert read_id_list(_write(tmp_path / "u.txt", "205\n31\n\n")).tolist() == [205, 31]
     assert read_id_list(_write(tmp_path / "u.csv", "user,other\nx,1\ny,2\n")).tolist() == ["x", "y"]
     assert read_id_list(_write(tmp_path / "h.csv", "196\n186\n")).tolist() == [196, 186]  # no header
     pq = tmp_path / "u.parquet"
