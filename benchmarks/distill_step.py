@@ -37,13 +37,20 @@ from rankdistill.train.objectives import SupervisedObjective, supervised_options
 
 class LookupFloor(SupervisedObjective):
     """The student's step plus what any distillation from the cached top-K must do: look up and score each row's
-    ``topk_samples`` top-K items (the default's candidate list), with no loss on them (weight 0, so their zero
-    gradients still flow into the update). No distillation loss of that list can cost less than this."""
+    ``m`` sampled top-K items (``items`` [U, K], the knowledge's lists), with no loss on them (weight 0, so their
+    zero gradients still flow into the update). No distillation loss of that list can cost less than this.
+    ``loss``, ``l2``, ``supervised``: the student's own objective (:class:`SupervisedObjective`)."""
 
-    def __init__(self, run: RunConfig, split, knowledge: TeacherKnowledge) -> None:
-        super().__init__(run.train.loss, run.train.l2, **supervised_options(run.train, split))
-        self.items, self.m = knowledge.items, run.distill.topk_samples
+    def __init__(self, items: torch.Tensor, m: int, loss: str = "softmax", l2: float = 0.0, **supervised) -> None:
+        super().__init__(loss, l2, **supervised)
+        self.items, self.m = items, m
         self.generator = torch.Generator().manual_seed(1)
+
+    @classmethod
+    def of_run(cls, run: RunConfig, split, knowledge: TeacherKnowledge) -> "LookupFloor":
+        """The floor of ``run``'s default candidate list (``topk_samples`` per row) and supervised loss."""
+        return cls(knowledge.items, run.distill.topk_samples, run.train.loss, run.train.l2,
+                   **supervised_options(run.train, split))
 
     def forward(self, model, users, pos, negs):
         ranks = torch.randperm(self.items.shape[1], generator=self.generator)[: self.m].sort().values
@@ -76,7 +83,7 @@ def main() -> None:
         return build_model(run.student, split.n_users, split.n_items, seed=0)
 
     kinds = {"student": (student(), SupervisedObjective.from_config(run.train, split)),
-             "lookup floor": (student(), LookupFloor(run, split, knowledge))}
+             "lookup floor": (student(), LookupFloor.of_run(run, split, knowledge))}
     for spec in args.kd.split(","):
         spec_run = replace(run, distill=replace(run.distill, kd=spec))
         kinds[spec] = (student(), distillation_objective(split, teacher, knowledge, spec_run))

@@ -38,6 +38,7 @@ from rankdistill.data.synthetic import SyntheticConfig, make_synthetic
 from rankdistill.models.factory import build_model
 from rankdistill.train.knowledge import TeacherKnowledge
 from rankdistill.train.objectives import DistillationObjective, SupervisedObjective
+from distill_step import LookupFloor  # a sibling script, as student.py imports teacher.py
 
 
 def rankdistill_steps(model, objective, users, items, n_items, batch, negatives, steps, gen):
@@ -50,23 +51,6 @@ def rankdistill_steps(model, objective, users, items, n_items, batch, negatives,
             loss.backward()
         return batch * steps / (time.perf_counter() - t0)
     return run
-
-
-class LookupFloor(SupervisedObjective):
-    """The student's step plus the lookup and scoring of each row's ``m`` sampled top-K items with no loss on
-    them (weight 0: their zero gradients still go through the update): no distillation of that list, cached or
-    online, can cost less (as ``distill_step.py``'s floor)."""
-
-    def __init__(self, knowledge: TeacherKnowledge, m: int, gen: torch.Generator) -> None:
-        super().__init__("softmax", 0.01)
-        self.items, self.m, self.gen = knowledge.items, m, gen
-
-    def forward(self, model, users, pos, negs):
-        ranks = torch.randperm(self.items.shape[1], generator=self.gen)[: self.m].sort().values
-        own = torch.cat([pos[:, None], self.items.take(users[:, None] * self.items.shape[1] + ranks)], dim=1)
-        fwd = model(users, own, negs)
-        total, parts = self.supervised(fwd, pos, negs, users)
-        return total + 0.0 * fwd.own_scores[:, 1:].sum(), parts
 
 
 class NaiveMF(nn.Module):
@@ -157,7 +141,8 @@ def main() -> None:
                                      args.naive_negatives, args.naive_steps, gen),
     }
     kinds["lookup_floor"] = rankdistill_steps(build_model(ModelConfig(embedding_dim=args.student_dim), n_users, n_items),
-                                              LookupFloor(knowledge, dcfg.topk_samples, gen), users, items, n_items,
+                                              LookupFloor(knowledge.items, dcfg.topk_samples, "softmax", 0.01), users,
+                                              items, n_items,
                                               args.batch_size, args.negatives, args.steps, gen)
     try:  # cached-only distillation: the teacher's top-K from the knowledge cache, no teacher forward
         cached = DistillationObjective(None, knowledge, dcfg, "softmax", 0.01)

@@ -129,7 +129,7 @@ class EmbeddingTable(nn.Module):
         torch.unique is fast, and a table there can be too large to shadow. Training lookups only (the one
         shared buffer makes them unsafe from several threads at once, as the update they feed already is);
         scoring without gradients keeps the pure methods, so a model can serve from several threads."""
-        if flat.device.type != "cpu" or flat.numel() < SCRATCH_MIN or flat.numel() * 8 >= self.num_embeddings:
+        if flat.device.type != "cpu" or flat.numel() < SCRATCH_MIN or _marks(flat.numel(), self.num_embeddings):
             return None
         if self._scratch is None:
             self._scratch = torch.empty(self.num_embeddings, dtype=torch.int32)
@@ -159,7 +159,7 @@ def distinct_ids(ids: torch.Tensor, n: int, scratch: torch.Tensor | None = None)
     - else a sort (torch.unique), distinct ascending: fastest for a few ids.
 
     The order of ``distinct`` differs between methods; the rows they name and ``distinct[inverse]`` do not."""
-    if ids.numel() * 8 >= n:
+    if _marks(ids.numel(), n):
         mark = torch.zeros(n, dtype=torch.bool, device=ids.device)
         mark[ids] = True
         distinct = mark.nonzero().squeeze(1)
@@ -174,6 +174,11 @@ def distinct_ids(ids: torch.Tensor, n: int, scratch: torch.Tensor | None = None)
     is_first = first == at
     slot = is_first.cumsum(0) - 1  # the distinct id's number, at its first position
     return ids[is_first], slot.index_select(0, first)
+
+
+def _marks(n_ids: int, n: int) -> bool:
+    """Whether :func:`distinct_ids` marks ``n_ids`` ids in an [n] mask (many against the table's size)."""
+    return n_ids * 8 >= n
 
 
 @torch.no_grad()
