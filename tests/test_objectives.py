@@ -164,6 +164,21 @@ def test_candidate_list_layout_online(teacher, knowledge, tiny_split):
     assert torch.allclose(b.teacher[:, b.topk], topk_teacher, atol=1e-5)  # the cache agrees with the teacher
 
 
+@pytest.mark.parametrize("kd, own_width", [("rce", 1), ("dcd", 1 + 2 * 3), ("rd", 1 + 3), ("hint", 1),
+                                           ("listkl", 1 + 4), ("rce+soft_bce", 1 + 4), ("rd+rrd", 1 + 3 + 4)])
+def test_the_sampled_top_k_columns_are_looked_up_only_when_a_term_reads_them(kd, own_width, teacher, knowledge,
+                                                                             tiny_split):
+    """rce, dcd, rd, hint and de read other columns (their own lists, rd's fixed ranks, representations of
+    the observed items): with them alone each row's own list carries no sampled top-K items."""
+    objective = DistillationObjective(teacher, knowledge, _config(kd, rd_k=3, dcd_samples=3),
+                                      exclude=tiny_split.train)
+    student, widths = _student(tiny_split), []
+    original = student.forward
+    student.forward = lambda users, own, *a, **kw: (widths.append(own.shape[1]), original(users, own, *a, **kw))[1]
+    loss, _ = objective(student, *_batch(tiny_split))
+    assert widths[-1] == own_width and torch.isfinite(loss)
+
+
 def test_cached_mode_knows_teacher_scores_only_for_top_k_items(knowledge, tiny_split):
     objective = DistillationObjective(None, knowledge, _config("listkl"))
     seen = _capture(objective, "listkl")

@@ -111,6 +111,10 @@ class KDTerm(nn.Module):
     # row's own candidates), "none" (the teacher's ranks in the knowledge are enough): the teacher scores only
     # what some term uses
     teacher_columns: ClassVar[str] = "all"
+    # True: reads the M sampled top-K columns of the list (KDBatch.topk, or every own column through
+    # on_scored); when no term does, the objective leaves them out, so the student looks up and scores only
+    # what some loss uses (rce's default step: 17% less time on Gowalla)
+    reads_topk_samples: ClassVar[bool] = True
 
     def __init__(self, config, teacher_dims: tuple[int, int] | None = None) -> None:
         super().__init__()
@@ -175,6 +179,7 @@ class TopKRD(KDTerm):
             "rd_dynamic_from) rank-discrepancy weights (Tang & Wang 2018)")
 
     teacher_columns = "none"  # teacher ranks from the knowledge only
+    reads_topk_samples = False  # the F fixed ranks alone (the objective adds them for rd)
 
     def __init__(self, config, teacher_dims=None) -> None:
         super().__init__(config, teacher_dims)
@@ -199,6 +204,7 @@ class DCD(KDTerm):
             "relaxed listwise (Lee & Kim 2021, user side)")
 
     teacher_columns = "none"  # teacher ranks from the knowledge only
+    reads_topk_samples = False  # its own dcd block
 
     def forward(self, b: KDBatch) -> torch.Tensor:
         s, valid, d = b.student[:, b.dcd], b.valid[:, b.dcd], b.dcd_ranks.shape[1] // 2  # [under D | over D]
@@ -210,6 +216,7 @@ class RCE(KDTerm):
             "items drawn from the student's top list (closure), mixed by their overlap (Zhu & Zhang, ICLR 2026)")
 
     teacher_columns = "none"  # its own columns carry their teacher scores (RCEColumns)
+    reads_topk_samples = False  # its own long lists
 
     def forward(self, b: KDBatch) -> torch.Tensor:
         c = b.rce
@@ -230,6 +237,7 @@ class Hint(KDTerm):
     help = "hint loss on user and item representations through a learned linear projection (FitNets)"
     needs_teacher = True
     needs_teacher_forward = True
+    reads_topk_samples = False  # representations of the observed items and the shared negatives
 
     def __init__(self, config, teacher_dims) -> None:
         super().__init__(config, teacher_dims)
@@ -245,6 +253,7 @@ class DE(KDTerm):
     help = "distillation experts: gated MLP experts map student to teacher representations (Kang et al. 2020)"
     needs_teacher = True
     needs_teacher_forward = True
+    reads_topk_samples = False  # representations of the observed items and the shared negatives
 
     def __init__(self, config, teacher_dims) -> None:
         super().__init__(config, teacher_dims)

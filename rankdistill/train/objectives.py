@@ -8,7 +8,8 @@ masked out of that row).
   table is looked up once, so the fused optimizer updates each row once per step)::
 
       [positive | teacher top-K: ranks 0..F-1 (rd), then M ranks sampled ∝ exp(-rank/λ) (one draw per
-                  batch, or per row with topk_sampling="row"), in rank order
+                  batch, or per row with topk_sampling="row"), in rank order; the M only when some term
+                  reads them (not rce, dcd, rd, hint, de alone)
                 | dcd: D under- + D over-estimated items | S shared uniform negatives]
 
   and, for ``rce``, a list of its own on the batch's first ``rce_rows`` rows alone (the teacher's whole
@@ -218,7 +219,8 @@ class DistillationObjective(SupervisedObjective):
         self._exclude_here = None if self.exclude is None else self.exclude.to(self.device)
         k = knowledge.k
         self.n_fixed = min(config.rd_k, k) if "rd" in names else 0
-        self.n_sampled = min(config.topk_samples, k - self.n_fixed) if names else 0
+        sampled = any(KD_LOSSES[name].reads_topk_samples for name in names)  # else no term would read them
+        self.n_sampled = min(config.topk_samples, k - self.n_fixed) if sampled else 0
         self.n_dcd = min(config.dcd_samples, k) if "dcd" in names else 0
         self.rce_pool = max(config.rce_pool, k) if "rce" in names else 0  # the student's top-P, P >= K
         log_w = -torch.arange(k, dtype=torch.float32, device=self.device) / config.rank_lambda
