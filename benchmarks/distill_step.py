@@ -7,7 +7,8 @@ The models, objectives and batch shapes are those of ``rankdistill run`` (``RunC
 teacher, dim-16 cosine students, BSL with in-batch negatives, batch 512, 1,024 shared negatives). For every
 ``--kd`` spec: the step from the online (frozen) teacher and, where the loss allows it, from the cached
 knowledge alone, each against the student trained alone on the true labels; and the "lookup floor": the
-student's step plus the lookups and scores of the default's top-K columns with no loss on them
+student's step plus the lookups and scores of the default's top-K columns (on the ``kd_rows`` rows that carry
+them) with no loss on them
 (:class:`LookupFloor`), the least any distillation of that list can cost. Steps are interleaved, repeated
 ``--reps`` times, and the medians taken, so the ratios come from one run on one (shared) machine. The
 per-epoch refresh a loss needs (rce, dcd: the student's top list) is timed apart and added to the epoch
@@ -36,28 +37,31 @@ from rankdistill.train.objectives import SupervisedObjective, supervised_options
 
 
 class LookupFloor(SupervisedObjective):
-    """The student's step plus what any distillation from the cached top-K must do: look up and score each row's
-    ``m`` sampled top-K items (``items`` [U, K], the knowledge's lists), with no loss on them (weight 0, so their
-    zero gradients still flow into the update). No distillation loss of that list can cost less than this.
+    """The student's step plus what any distillation from the cached top-K must do: look up and score ``m``
+    sampled top-K items (``items`` [U, K], the knowledge's lists) on each of the batch's first ``rows`` rows
+    (the rows that carry the terms' lists, ``kd_rows``), with no loss on them (weight 0, so their zero gradients
+    still flow into the update). No distillation loss of that list can cost less than this.
     ``loss``, ``l2``, ``supervised``: the student's own objective (:class:`SupervisedObjective`)."""
 
-    def __init__(self, items: torch.Tensor, m: int, loss: str = "softmax", l2: float = 0.0, **supervised) -> None:
+    def __init__(self, items: torch.Tensor, m: int, rows: int, loss: str = "softmax", l2: float = 0.0,
+                 **supervised) -> None:
         super().__init__(loss, l2, **supervised)
-        self.items, self.m = items, m
+        self.items, self.m, self.rows = items, m, rows
         self.generator = torch.Generator().manual_seed(1)
 
     @classmethod
     def of_run(cls, run: RunConfig, split, knowledge: TeacherKnowledge) -> "LookupFloor":
-        """The floor of ``run``'s default candidate list (``topk_samples`` per row) and supervised loss."""
-        return cls(knowledge.items, run.distill.topk_samples, run.train.loss, run.train.l2,
+        """The floor of ``run``'s default candidate list (``topk_samples`` on ``kd_rows`` rows) and supervised
+        loss."""
+        return cls(knowledge.items, run.distill.topk_samples, run.distill.kd_rows, run.train.loss, run.train.l2,
                    **supervised_options(run.train, split))
 
     def forward(self, model, users, pos, negs):
         ranks = torch.randperm(self.items.shape[1], generator=self.generator)[: self.m].sort().values
-        own = torch.cat([pos[:, None], self.items.index_select(0, users)[:, ranks]], dim=1)
-        fwd = model(users, own, negs)
+        rows = users[: self.rows]
+        fwd = model(users, pos[:, None], negs, extra=self.items.index_select(0, rows)[:, ranks])
         total, parts = self.supervised(fwd, pos, negs, users)
-        return total + 0.0 * fwd.own_scores[:, 1:].sum(), parts
+        return total + 0.0 * fwd.extra_scores.sum(), parts
 
 
 def main() -> None:

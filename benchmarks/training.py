@@ -6,8 +6,8 @@ backward. The tutorial loop: nn.Embedding (dense gradients) + Adam + a DataLoade
 with N per-example negatives and BCE, the kind of loop the tutorials (and the origin article) show.
 
 The distillation steps come three ways: with the dim-128 teacher online, from the cached knowledge alone, and
-the "lookup floor" (the student's step plus looking up and scoring the default's 16 sampled top-K items per row,
-no loss on them: what any distillation of that list costs at least).
+the "lookup floor" (the student's step plus looking up and scoring the default's 16 sampled top-K items on each of
+the kd_rows rows that carry them, no loss on them: what any distillation of that list costs at least).
 
 Timings are interleaved across kinds, repeated, and the median taken; ratios come from the same run.
 The last line of output is one JSON object.
@@ -141,9 +141,8 @@ def main() -> None:
                                      args.naive_negatives, args.naive_steps, gen),
     }
     kinds["lookup_floor"] = rankdistill_steps(build_model(ModelConfig(embedding_dim=args.student_dim), n_users, n_items),
-                                              LookupFloor(knowledge.items, dcfg.topk_samples, "softmax", 0.01), users,
-                                              items, n_items,
-                                              args.batch_size, args.negatives, args.steps, gen)
+                                              LookupFloor(knowledge.items, dcfg.topk_samples, dcfg.kd_rows, "softmax", 0.01),
+                                              users, items, n_items, args.batch_size, args.negatives, args.steps, gen)
     try:  # cached-only distillation: the teacher's top-K from the knowledge cache, no teacher forward
         cached = DistillationObjective(None, knowledge, dcfg, "softmax", 0.01)
         kinds["distill_cached"] = rankdistill_steps(build_model(ModelConfig(embedding_dim=args.student_dim), n_users,

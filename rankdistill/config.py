@@ -175,11 +175,15 @@ class DistillConfig:
     rce_beta: float = knob(5.0, "rce: mix γ = exp(-rce_beta · |teacher top-K ∩ drawn| / K) on the closure part "
                            "(mkd_beta)")
     rce_tau: float = knob(1.0, "rce: softmax temperature of both cross-entropies (mkd_tau)")
-    # rows of each batch that carry rce's K + P columns (scored on those rows only, in the same lookup; the other
-    # rows carry none): the reference distils each user once per epoch, a batch of interactions holds a user about
-    # once per (its interactions) batches, so a sixteenth of a 512-row batch still distils every user several
-    # times an epoch
-    rce_rows: int = knob(64, "rce: rows of each batch that carry rce's columns (the other rows carry none)")
+    # rows of each batch that carry the distillation terms' lists (the top-K samples, dcd's and rce's columns:
+    # looked up and scored on those rows only; every row still carries the supervised loss), when every term of
+    # --kd learns as well from them (KDTerm.few_rows: rce, listkl, measured on validation); otherwise every row
+    # carries them. A batch of interactions holds a user about once per (its interactions) batches, so a few rows
+    # per batch still distil every user several times an epoch (the reference implementations distil each user
+    # once per epoch). Chosen on validation (benchmarks/results/teacher-recipes.md, "kd_rows")
+    kd_rows: int = knob(64, "rows of each batch that carry the distillation terms' candidate lists, when every "
+                        "term learns from a few rows (rce, listkl; others: every row); the supervised loss sees "
+                        "every row")
     terms: tuple[tuple[str, float], ...] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -199,7 +203,7 @@ class DistillConfig:
             object.__setattr__(self, "terms", parse_kd(self.kd))
         _positive(self, "temperature", "topk", "topk_samples", "rank_lambda", "rd_k", "rd_lambda", "rd_mu",
                   "rd_dynamic_from", "dcd_samples", "dcd_mu", "de_experts", "de_tau_start", "de_tau_end",
-                  "de_anneal_epochs", "rce_pool", "rce_samples", "rce_sample_temperature", "rce_beta", "rce_tau", "rce_rows")
+                  "de_anneal_epochs", "rce_pool", "rce_samples", "rce_sample_temperature", "rce_beta", "rce_tau", "kd_rows")
         if self.topk_sampling not in ("batch", "row"):
             raise RankdistillError(f"topk_sampling must be 'batch' or 'row', got {self.topk_sampling!r}")
         _positive(self, "auto_pilot_epochs")

@@ -58,16 +58,16 @@ def test_help_shows_the_dataclass_help_and_default(capsys):
     with pytest.raises(SystemExit):
         parse_args(["distill", "--help"])
     out = " ".join(capsys.readouterr().out.split())
-    help_text = " ".join(DistillConfig.__dataclass_fields__["rce_rows"].metadata["help"].split())
-    assert f"--rce-rows N {help_text} (default: 64; job file: distill.rce_rows)" in out
+    help_text = " ".join(DistillConfig.__dataclass_fields__["kd_rows"].metadata["help"].split())
+    assert f"--kd-rows N {help_text} (default: 64; job file: distill.kd_rows)" in out
 
 
 # -- the file and the flags ---------------------------------------------------------------------------------
 def test_job_file_sets_loss_hyperparameters_that_have_no_flag_of_old(tmp_path):
     job = _job(tmp_path, '[distill]\nkd = "rd+dcd"\nrd_k = 5\nrd_mu = 0.3\ndcd_samples = 4\nde_experts = 3\n'
-                         'rce_rows = 8\nauto_menu = ["rrd", "listkl"]\n')
+                         'kd_rows = 8\nauto_menu = ["rrd", "listkl"]\n')
     d = distill_config(parse_args(["distill", "--teacher", "t", "--out", "s", "--config", job]))
-    assert (d.kd, d.rd_k, d.rd_mu, d.dcd_samples, d.de_experts, d.rce_rows) == ("rd+dcd", 5, 0.3, 4, 3, 8)
+    assert (d.kd, d.rd_k, d.rd_mu, d.dcd_samples, d.de_experts, d.kd_rows) == ("rd+dcd", 5, 0.3, 4, 3, 8)
     assert d.auto_menu == ("rrd", "listkl")
 
 
@@ -175,7 +175,7 @@ def test_show_prints_defaults_then_file_then_flags(tmp_path, capsys):
     job = _job(tmp_path, "[distill]\nrd_k = 5\nde_experts = 3\n")
     assert main(["config", "--show", "distill", "--config", job, "--rd-k", "7"]) == 0
     shown = tomllib.loads(capsys.readouterr().out)
-    assert (shown["distill"]["rd_k"], shown["distill"]["de_experts"], shown["distill"]["rce_rows"]) == (7, 3, 64)
+    assert (shown["distill"]["rd_k"], shown["distill"]["de_experts"], shown["distill"]["kd_rows"]) == (7, 3, 64)
     assert "teacher" not in shown and "out" not in shown  # unset: commented out
 
 

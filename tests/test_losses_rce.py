@@ -361,10 +361,10 @@ def test_config_checks_rce_hyperparameters():
     assert (d.rce_sample_temperature, d.rce_beta, d.rce_tau) == (10, 5, 1)
 
 
-def test_rce_on_the_first_rce_rows_rows_only(teacher, knowledge, tiny_split):
-    """rce_rows < batch: rce's columns come on the first rce_rows rows alone and the loss is the mean over
+def test_rce_on_the_first_kd_rows_rows_only(teacher, knowledge, tiny_split):
+    """kd_rows < batch: rce's columns come on the first kd_rows rows alone and the loss is the mean over
     them (the per-row reference on those rows)."""
-    config = _config(rce_rows=8)
+    config = _config(kd_rows=8)
     objective = DistillationObjective(teacher, knowledge, config)
     seen = _capture(objective)
     student, (users, pos, negs) = _student(tiny_split), _batch(tiny_split, b=32)

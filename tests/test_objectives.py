@@ -164,19 +164,57 @@ def test_candidate_list_layout_online(teacher, knowledge, tiny_split):
     assert torch.allclose(b.teacher[:, b.topk], topk_teacher, atol=1e-5)  # the cache agrees with the teacher
 
 
-@pytest.mark.parametrize("kd, own_width", [("rce", 1), ("dcd", 1 + 2 * 3), ("rd", 1 + 3), ("hint", 1),
-                                           ("listkl", 1 + 4), ("rce+soft_bce", 1 + 4), ("rd+rrd", 1 + 3 + 4)])
-def test_the_sampled_top_k_columns_are_looked_up_only_when_a_term_reads_them(kd, own_width, teacher, knowledge,
+@pytest.mark.parametrize("kd, list_width", [("rce", 0), ("dcd", 2 * 3), ("rd", 3), ("hint", 0), ("listkl", 4),
+                                            ("rce+soft_bce", 4), ("rd+rrd", 3 + 4)])
+def test_the_sampled_top_k_columns_are_looked_up_only_when_a_term_reads_them(kd, list_width, teacher, knowledge,
                                                                              tiny_split):
     """rce, dcd, rd, hint and de read other columns (their own lists, rd's fixed ranks, representations of
-    the observed items): with them alone each row's own list carries no sampled top-K items."""
-    objective = DistillationObjective(teacher, knowledge, _config(kd, rd_k=3, dcd_samples=3),
+    the observed items): with them alone the rows carry no sampled top-K items. Each row's own list is its
+    observed item; the lists of the terms are the extra candidates of the first kd_rows rows."""
+    objective = DistillationObjective(teacher, knowledge, _config(kd, rd_k=3, dcd_samples=3, kd_rows=5),
                                       exclude=tiny_split.train)
-    student, widths = _student(tiny_split), []
+    student, shapes = _student(tiny_split), []
     original = student.forward
-    student.forward = lambda users, own, *a, **kw: (widths.append(own.shape[1]), original(users, own, *a, **kw))[1]
+
+    def spy(users, own, shared=None, extra=None):
+        shapes.append((own.shape[1], None if extra is None else tuple(extra.shape)))
+        return original(users, own, shared, extra)
+
+    student.forward = spy
     loss, _ = objective(student, *_batch(tiny_split))
-    assert widths[-1] == own_width and torch.isfinite(loss)
+    rce = objective.knowledge.k + objective.rce_pool if "rce" in kd else 0
+    rows = 5 if all(KD_LOSSES[name].few_rows for name in kd.split("+")) else 32
+    expected = None if list_width + rce == 0 else (rows, list_width + rce)
+    assert shapes[-1] == (1, expected) and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("kd", ["listkl", "rce", "listkl+rce"])
+@pytest.mark.parametrize("online", [True, False], ids=["online", "cached"])
+def test_the_terms_see_the_first_kd_rows_rows_as_if_they_were_the_batch(kd, online, teacher, knowledge, tiny_split):
+    """kd_rows = 6 on a batch of 32: each term's value is the value it has on a batch of those 6 rows alone
+    (same negatives, same random stream), and only the supervised loss sees the other 26."""
+    users, pos, negs = _batch(tiny_split, b=32)
+    values = []
+    for rows, batch in ((6, (users, pos, negs)), (64, (users[:6], pos[:6], negs))):
+        objective = DistillationObjective(teacher if online else None, knowledge, _config(kd, kd_rows=rows),
+                                          exclude=tiny_split.train, seed=3)
+        _, parts = objective(_student(tiny_split), *batch)
+        values.append({name: parts[name] for name in kd.split("+")})
+    for name in kd.split("+"):
+        torch.testing.assert_close(values[0][name], values[1][name], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kd", ["soft_bce", "rrd+rd", "soft_bce+dcd", "hint", "de", "rce+soft_bce"])
+def test_a_term_that_needs_every_row_makes_every_row_carry_the_lists(kd, teacher, knowledge, tiny_split):
+    """Terms not marked few_rows (soft_bce lost 5% on a validation split with 64 of 512 rows) see the whole
+    batch whatever kd_rows says, and so does every term beside them."""
+    users, pos, negs = _batch(tiny_split, b=32)
+    objective = DistillationObjective(teacher, knowledge, _config(kd, kd_rows=6), exclude=tiny_split.train)
+    seen = [_capture(objective, name) for name in kd.split("+")]
+    objective(_student(tiny_split), users, pos, negs)
+    for batches in seen:
+        b = batches[0]
+        assert b.rows == 32 and b.student.shape[0] == 32 and (b.rce is None or b.rce.rows == 32)
 
 
 def test_cached_mode_knows_teacher_scores_only_for_top_k_items(knowledge, tiny_split):
@@ -422,7 +460,7 @@ def test_teacher_scores_from_its_vectors_equal_its_forward(teacher, knowledge, t
 @pytest.mark.parametrize("teacher_online", [True, False])
 def test_rce_term_equals_rce_kd_on_the_rows_that_carry_it(teacher_online, teacher, knowledge, tiny_split,
                                                           monkeypatch):
-    """The rce part of a step is rce_kd over the first rce_rows rows, from the student's and the teacher's
+    """The rce part of a step is rce_kd over the first kd_rows rows, from the student's and the teacher's
     scores of those rows' K + P items (the closure draw made deterministic: the first L positions)."""
     import rankdistill.train.objectives as objectives_module
     from rankdistill.losses.rce import rce_kd
@@ -432,7 +470,7 @@ def test_rce_term_equals_rce_kd_on_the_rows_that_carry_it(teacher_online, teache
         return torch.arange(m).expand(log_w.shape[0], -1), torch.isfinite(log_w[:, :m])
 
     monkeypatch.setattr(objectives_module, "gumbel_topk", first_positions)
-    config = _config("rce", rce_rows=3, rce_samples=6, rce_pool=20)
+    config = _config("rce", kd_rows=3, rce_samples=6, rce_pool=20)
     objective = DistillationObjective(teacher if teacher_online else None, knowledge, config,
                                       exclude=tiny_split.train)
     student = _student(tiny_split)

@@ -40,7 +40,7 @@ from rankdistill.losses.topk import (
 
 @dataclass
 class RCEColumns:
-    """``rce``'s own candidates, carried by the batch's first R rows (``rce_rows``) apart from the shared list:
+    """``rce``'s own candidates, carried by the batch's first R rows (``kd_rows``) apart from the shared list:
     the teacher's whole top-K (its order), then the student's top-P (its order, from its ranking of the
     catalogue at the epoch start, training items left out), and the closure draw among the latter."""
 
@@ -58,45 +58,48 @@ class RCEColumns:
 
 @dataclass
 class KDBatch:
-    """One batch's candidate list as every distillation term sees it. Columns of the [B, L] tensors:
+    """One batch's candidate lists as every distillation term sees them: those of the batch's first R rows
+    (``DistillConfig.kd_rows``; the supervised loss uses every row). Columns of the [R, L] tensors:
 
     ``[0]`` the observed item | ``topk``: the teacher's top-K items in the teacher's order (the first
-    ``n_fixed`` are its ranks 0..F-1, for ``rd``; then M ranks sampled ∝ exp(-rank/λ)) | ``dcd``: items
-    sampled for their rank discrepancy (``dcd`` only) | ``negatives``: S uniform items shared by the batch.
-    ``rce``'s long lists are apart, in :class:`RCEColumns`.
+    ``n_fixed`` are its ranks 0..F-1, for ``rd``; then M ranks sampled ∝ exp(-rank/λ), when a term reads
+    them) | ``dcd``: items sampled for their rank discrepancy (``dcd`` only) | ``negatives``: S uniform items
+    shared by the batch. ``rce``'s long lists are apart, in :class:`RCEColumns`.
     The first ``n_own`` columns are each row's own candidates. With the teacher online every column has a
     teacher score; in cached mode (no teacher) only top-K items do, and ``teacher``/``known`` cover the own
-    columns alone.
+    columns alone. ``student_fwd`` covers the whole batch (its first R rows are these).
     """
 
-    student: torch.Tensor  # [B, L] student scores
-    teacher: torch.Tensor  # [B, T] teacher scores of the first T columns (T = L online, n_own cached), 0 if unknown
-    known: torch.Tensor  # bool [B, T] real candidate whose teacher score is known
-    valid: torch.Tensor  # bool [B, n_own] real own candidate (False: padding of a short top-K list, a failed
+    student: torch.Tensor  # [R, L] student scores
+    teacher: torch.Tensor  # [R, T] teacher scores of the first T columns (T = L online, n_own cached), 0 if unknown
+    known: torch.Tensor  # bool [R, T] real candidate whose teacher score is known
+    valid: torch.Tensor  # bool [R, n_own] real own candidate (False: padding of a short top-K list, a failed
     #                      sample); the shared negatives are all real
     n_own: int
     topk: slice
-    topk_ranks: torch.Tensor  # int64 [B, F + M] teacher ranks of the topk columns, ascending
+    topk_ranks: torch.Tensor  # int64 [R, F + M] teacher ranks of the topk columns, ascending
     n_fixed: int
     dcd: slice
-    dcd_ranks: torch.Tensor  # int64 [B, 2D] teacher ranks of the dcd columns: D under-estimated items (the
+    dcd_ranks: torch.Tensor  # int64 [R, 2D] teacher ranks of the dcd columns: D under-estimated items (the
     #                          teacher's top-K), then D over-estimated ones (the student's top-K; >= k outside
     #                          the teacher's top-K)
     negatives: slice
-    uninteresting: torch.Tensor | None  # bool [B, S] negatives that are neither the row's positive, nor in its
+    uninteresting: torch.Tensor | None  # bool [R, S] negatives that are neither the row's positive, nor in its
     #                                     teacher top-K, nor a training item of its user
     k: int  # the teacher's top-K length
     n_items: int
     epoch: int  # 1-based, from the objective's on_epoch_start
     student_fwd: object  # rankdistill.models.base.Forward of the student
-    teacher_fwd: object | None  # ... of the teacher (None in cached mode)
+    teacher_fwd: object | None  # ... of the teacher on the R rows (None in cached mode)
     generator: torch.Generator
     rce: RCEColumns | None = None  # rce's columns (``rce`` only)
-    negatives_seen: torch.Tensor | None = None  # bool [B, S] negatives that are training items of the row's user
+    negatives_seen: torch.Tensor | None = None  # bool [R, S] negatives that are training items of the row's user
     #                                             (rd and rrd only; None when the objective has no exclude)
+    rows: int = 0  # R
+
 
     def on_scored(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(student [B, T], teacher [B, T], known [B, T]): the columns that can carry teacher scores."""
+        """(student [R, T], teacher [R, T], known [R, T]): the columns that can carry teacher scores."""
         return self.student[:, : self.teacher.shape[1]], self.teacher, self.known
 
 
@@ -115,6 +118,9 @@ class KDTerm(nn.Module):
     # on_scored); when no term does, the objective leaves them out, so the student looks up and scores only
     # what some loss uses (rce's default step: 17% less time on Gowalla)
     reads_topk_samples: ClassVar[bool] = True
+    # True: learns as well when only the first kd_rows rows of each batch carry the lists (validation measured
+    # per loss: benchmarks/results/teacher-recipes.md, "kd_rows"); a term without it makes every row carry them
+    few_rows: ClassVar[bool] = False
 
     def __init__(self, config, teacher_dims: tuple[int, int] | None = None) -> None:
         super().__init__()
@@ -151,6 +157,7 @@ class RankNet(KDTerm):
 
 class ListKL(KDTerm):
     help = "listwise KL between teacher and student softmax with --temperature (ListNet-style)"
+    few_rows = True
 
     def forward(self, b: KDBatch) -> torch.Tensor:
         return listwise_kl(*b.on_scored(), temperature=self.config.temperature)
@@ -217,6 +224,7 @@ class RCE(KDTerm):
 
     teacher_columns = "none"  # its own columns carry their teacher scores (RCEColumns)
     reads_topk_samples = False  # its own long lists
+    few_rows = True
 
     def forward(self, b: KDBatch) -> torch.Tensor:
         c = b.rce
@@ -227,9 +235,9 @@ class RCE(KDTerm):
                       temperature=self.config.rce_tau)
 
 
-def _items_hidden(fwd) -> torch.Tensor:
-    """[B + S, H]: the representations of each row's observed item, then of the shared negatives."""
-    parts = [fwd.item_hidden[:, 0]] + ([fwd.shared_hidden] if fwd.shared_hidden is not None else [])
+def _items_hidden(fwd, rows: int) -> torch.Tensor:
+    """[R + S, H]: the representations of the first R rows' observed items, then of the shared negatives."""
+    parts = [fwd.item_hidden[:rows, 0]] + ([fwd.shared_hidden] if fwd.shared_hidden is not None else [])
     return torch.cat(parts, dim=0)
 
 
@@ -245,8 +253,9 @@ class Hint(KDTerm):
 
     def forward(self, b: KDBatch) -> torch.Tensor:
         s, t = b.student_fwd, b.teacher_fwd
-        return (hint_loss(self.user(s.user_hidden), t.user_hidden)
-                + hint_loss(self.item(_items_hidden(s)), _items_hidden(t)))
+        r = b.rows
+        return (hint_loss(self.user(s.user_hidden[:r]), t.user_hidden[:r])
+                + hint_loss(self.item(_items_hidden(s, r)), _items_hidden(t, r)))
 
 
 class DE(KDTerm):
@@ -270,8 +279,9 @@ class DE(KDTerm):
         c = self.config
         tau = anneal(c.de_tau_start, c.de_tau_end, b.epoch, c.de_anneal_epochs)
         s, t = b.student_fwd, b.teacher_fwd
-        return (self._side(self.user, s.user_hidden, t.user_hidden, b, tau)
-                + self._side(self.item, _items_hidden(s), _items_hidden(t), b, tau))
+        r = b.rows
+        return (self._side(self.user, s.user_hidden[:r], t.user_hidden[:r], b, tau)
+                + self._side(self.item, _items_hidden(s, r), _items_hidden(t, r), b, tau))
 
 
 KD_LOSSES: dict[str, type[KDTerm]] = {

@@ -12,9 +12,10 @@ masked out of that row).
                   reads them (not rce, dcd, rd, hint, de alone)
                 | dcd: D under- + D over-estimated items | S shared uniform negatives]
 
-  and, for ``rce``, a list of its own on the batch's first ``rce_rows`` rows alone (the teacher's whole
-  top-K, then the student's top-P: :class:`~rankdistill.losses.registry.RCEColumns`), scored in that same
-  forward as the model's ``extra`` candidates.
+  and, for ``rce``, a list of its own (the teacher's whole top-K, then the student's top-P:
+  :class:`~rankdistill.losses.registry.RCEColumns`). Only the batch's first ``kd_rows`` rows carry these lists
+  (the terms see those rows; the supervised loss every row): they are scored in that same forward as the
+  model's ``extra`` candidates of those rows.
 
   With a teacher, the frozen teacher scores the same list (eval(), requires_grad_(False), no_grad()).
   Without one (``teacher=None``, the cached mode), teacher scores come from the knowledge and are known only
@@ -231,6 +232,9 @@ class DistillationObjective(SupervisedObjective):
             torch.manual_seed(seed)
             self.terms = nn.ModuleDict({name: KD_LOSSES[name](config, dims) for name in names}).to(self.device)
         self.weights = dict(config.terms)
+        # rows of a batch that carry the terms' lists: kd_rows when every term learns as well from them, else all
+        few = all(term.few_rows for term in self.terms.values())
+        self.rows = config.kd_rows if few else math.inf
         self.need_uninteresting = any(term.needs_uninteresting for term in self.terms.values())
         self.need_seen = self.need_uninteresting or "rd" in self.terms
         # a frozen dot-product teacher scores from its user and item vectors, computed once here: no table lookup
@@ -276,34 +280,39 @@ class DistillationObjective(SupervisedObjective):
             raise RankdistillError(f"the batch is on {users.device} but the distillation objective on {self.device}; "
                                    f"build it with device={str(users.device)!r}")
         kn = self.knowledge
-        ranks, sampled_ok = self._sample_topk(users)  # [B, F + M]
-        topk_valid = _pick(kn.valid, users, ranks) & sampled_ok
-        own = [pos[:, None], _pick(kn.items, users, ranks)]
+        # the terms see the batch's first r rows: their lists are looked up for those rows alone
+        rows = users[: self.rows] if self.rows < len(users) else users
+        r = len(rows)
+        ranks, sampled_ok = self._sample_topk(rows)  # [r, F + M]
+        topk_valid = _pick(kn.valid, rows, ranks) & sampled_ok
+        own = [pos[:r, None], _pick(kn.items, rows, ranks)]
         valid = [torch.ones_like(own[0], dtype=torch.bool), topk_valid]
-        from_knowledge = [None, lambda: _pick(kn.scores, users, ranks)]  # teacher scores the knowledge holds
+        from_knowledge = [None, lambda: _pick(kn.scores, rows, ranks)]  # teacher scores the knowledge holds
         dcd_ranks, extra = ranks[:, :0], []  # extra: (teacher ranks, real) of the blocks after the top-K one
         if self.n_dcd:
-            dcd_items, dcd_ranks, dcd_valid = self._sample_dcd(model, users)
+            dcd_items, dcd_ranks, dcd_valid = self._sample_dcd(model, rows)
             own.append(dcd_items)
             valid.append(dcd_valid)
             extra.append((dcd_ranks, dcd_valid))
             from_knowledge.append(None)
-        own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)
+        own_t, valid_t = torch.cat(own, dim=1), torch.cat(valid, dim=1)  # [r, n_own]
         n_own = own_t.shape[1]
-        # rce's long lists (the teacher's top-K, the student's top-P) come on their first r rows alone, scored in
-        # the same lookup as everything else: one lookup per table
-        rce_items, rce = self._rce_columns(model, users) if self.rce_pool else (None, None)
-        fwd = self.student_forward(model, users, own_t, negs, extra=rce_items)
+        # the r rows' lists after the observed item (top-K, dcd), then rce's long ones (the teacher's top-K, the
+        # student's top-P), scored as the model's extra candidates in the same lookup: one lookup per table
+        rce_items, rce = self._rce_columns(model, rows) if self.rce_pool else (None, None)
+        lists = [blk for blk in (own_t[:, 1:], rce_items) if blk is not None and blk.shape[1]]
+        fwd = self.student_forward(model, users, pos[:, None], negs,
+                                   extra=torch.cat(lists, dim=1) if lists else None)
         if rce is not None:
-            rce = self._rce_scores(rce, fwd.extra_scores, users, rce_items)
+            rce = self._rce_scores(rce, fwd.extra_scores[:, n_own - 1 :], rows, rce_items)
         total, parts = self.supervised(fwd, pos, negs, users, dot_product=scores_by_dot_product(model))
         if self.teacher is not None and self.teacher_columns != "none":
             shared = negs if self.teacher_columns == "all" else None  # the teacher scores only what a term uses
             if self.teacher_vectors is not None:  # a frozen dot-product teacher: its vectors, computed once
-                tf, teacher_scores = None, self._teacher_own_scores(users, own, from_knowledge, shared)
+                tf, teacher_scores = None, self._teacher_own_scores(rows, own, from_knowledge, shared)
             else:
                 with torch.no_grad():
-                    tf = self.teacher(users, own_t, shared)
+                    tf = self.teacher(rows, own_t, shared)
                 teacher_scores = tf.scores
             # a negative that is also one of the row's own candidates is the same item twice: its column would
             # count it a second time in every list the losses compare (listkl's softmaxes, pairs, ...)
@@ -314,18 +323,18 @@ class DistillationObjective(SupervisedObjective):
                 known = valid_t
         else:  # cached (or no term needs the teacher's scores): the own columns' scores from the knowledge
             tf = None
-            teacher_scores, known = self._cached_teacher(users, ranks, topk_valid, extra)
+            teacher_scores, known = self._cached_teacher(rows, ranks, topk_valid, extra)
         t1 = 1 + ranks.shape[1]
-        seen = self._seen_negatives(users, negs) if self.need_seen else None
+        seen = self._seen_negatives(rows, negs) if self.need_seen else None
         batch = KDBatch(
-            student=fwd.scores, teacher=teacher_scores, known=known, valid=valid_t, n_own=n_own,
+            student=_rows_scores(fwd, r, n_own - 1), teacher=teacher_scores, known=known, valid=valid_t, n_own=n_own,
             topk=slice(1, t1), topk_ranks=ranks, n_fixed=self.n_fixed, dcd=slice(t1, t1 + dcd_ranks.shape[1]),
             dcd_ranks=dcd_ranks,
             negatives=slice(n_own, n_own + len(negs)),
-            uninteresting=self._uninteresting(users, pos, negs, seen) if self.need_uninteresting else None,
+            uninteresting=self._uninteresting(rows, pos[:r], negs, seen) if self.need_uninteresting else None,
             negatives_seen=seen,
             k=kn.k, n_items=self.n_items, epoch=self.epoch, student_fwd=fwd, teacher_fwd=tf, generator=self.generator,
-            rce=rce,
+            rce=rce, rows=r,
         )
         for name, term in self.terms.items():
             value = term(batch)
@@ -438,15 +447,14 @@ class DistillationObjective(SupervisedObjective):
             self.teacher_top = (ranking.items.to(self.device), torch.isfinite(ranking.scores).to(self.device))
         return self.teacher_top
 
-    def _rce_columns(self, model: Ranker, users: torch.Tensor) -> tuple[torch.Tensor, RCEColumns]:
-        """rce's candidates, carried by the first r = ``rce_rows`` rows of the batch: items [r, K + P] (the
+    def _rce_columns(self, model: Ranker, rows: torch.Tensor) -> tuple[torch.Tensor, RCEColumns]:
+        """rce's candidates on the rows that carry the terms' lists (users [r]): items [r, K + P] (the
         teacher's top-K, then the student's top-P) and their RCEColumns without scores, with L positions of the
         student's list drawn for the closure (closure_log_weights)."""
         if self.rce_stale or self.rce_state is None:
             self._refresh_rce(model)
         kn, top, top_valid, teacher_rank_of_top = self.knowledge, *self.rce_state
         k, p = kn.k, top.shape[1]
-        rows = users[: min(self.config.rce_rows, len(users))]
         student_items, student_ok = top.index_select(0, rows), top_valid.index_select(0, rows)  # [r, P]
         student_rank = teacher_rank_of_top.index_select(0, rows)
         log_w = closure_log_weights(student_rank < k, student_ok, self.config.rce_sample_temperature)
@@ -456,11 +464,12 @@ class DistillationObjective(SupervisedObjective):
                              valid=torch.cat([kn.valid.index_select(0, rows), student_ok], dim=1))
         return torch.cat([kn.items.index_select(0, rows), student_items], dim=1), columns
 
-    def _rce_scores(self, c: RCEColumns, student: torch.Tensor, users: torch.Tensor, items: torch.Tensor):
-        """RCEColumns with the scores of its r rows: the student's [r, K + P], and the teacher's with the mask
-        of the known ones. The teacher's top-K scores come from the knowledge; the student's top-P are scored by
-        the online teacher (all known), or, cached, known only inside the teacher's top-K (0 elsewhere)."""
-        kn, k, rows = self.knowledge, self.knowledge.k, users[: c.rows]
+    def _rce_scores(self, c: RCEColumns, student: torch.Tensor, rows: torch.Tensor, items: torch.Tensor):
+        """RCEColumns with the scores of its r rows (users [r]): the student's [r, K + P], and the teacher's with
+        the mask of the known ones. The teacher's top-K scores come from the knowledge; the student's top-P are
+        scored by the online teacher (all known), or, cached, known only inside the teacher's top-K (0
+        elsewhere)."""
+        kn, k = self.knowledge, self.knowledge.k
         top_scores, top_known = kn.scores.index_select(0, rows), kn.valid.index_select(0, rows)
         rest_valid = c.valid[:, k:]
         if self.teacher is None:
@@ -513,6 +522,16 @@ class DistillationObjective(SupervisedObjective):
             scores.append(_pick(kn.scores, users, block_ranks.clamp_max(kn.k - 1)) * inside)
             known.append(inside)
         return torch.cat(scores, dim=1), torch.cat(known, dim=1)
+
+
+def _rows_scores(fwd: Forward, r: int, n_list: int) -> torch.Tensor:
+    """The student's scores [r, 1 + n_list + S] of the first r rows' candidate lists: the observed item, the
+    first ``n_list`` extra candidates (the top-K and dcd blocks), the S shared negatives."""
+    if fwd.shared_scores is not None:
+        observed, shared = fwd.own_scores[:r], fwd.shared_scores[:r]
+    else:  # the model returned one [B, 1 + S] block
+        observed, shared = fwd.own_scores[:r, :1], fwd.own_scores[:r, 1:]
+    return torch.cat([observed, fwd.extra_scores[:, :n_list], shared] if n_list else [observed, shared], dim=1)
 
 
 def negatives_hit_pairs(negs: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, b: int,
