@@ -504,3 +504,18 @@ def test_pick_reads_each_rows_columns_also_from_a_truncated_table():
     users, columns = torch.tensor([2, 0]), torch.tensor([[1, 0], [1, 1]])
     assert _pick(table[:, :2], users, columns).tolist() == [[9, 8], [1, 1]]
     assert _pick(table, users, columns + 2).tolist() == [[11, 10], [3, 3]]
+
+
+def test_negatives_hit_matches_a_loop_also_with_repeated_negatives_and_padding():
+    from rankdistill.train.objectives import negatives_hit
+
+    g = torch.Generator().manual_seed(5)
+    negs = torch.tensor([7, 3, 9, 3, 0, 12, 7, 5])  # 3 and 7 twice
+    items = torch.randint(14, (6, 4), generator=g)
+    items[0] = torch.tensor([3, 7, 13, 0])
+    real = torch.rand(6, 4, generator=g) > 0.3
+    real[0] = torch.tensor([True, False, True, True])  # row 0's 7 is padding: it must not count
+    expected = [[any(bool(real[r, c]) and int(items[r, c]) == int(n) for c in range(4)) for n in negs]
+                for r in range(6)]
+    assert negatives_hit(negs, items, real).tolist() == expected
+    assert expected[0] == [False, True, False, True, True, False, False, False]
