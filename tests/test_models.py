@@ -166,12 +166,12 @@ def test_table_takes_the_scratch_method_for_long_lookups_of_large_tables():
     from rankdistill.models import embedding
 
     g = torch.Generator().manual_seed(0)
-    tables = [EmbeddingTable("t", 40_000, 4, lr=0.1) for _ in range(2)]
+    tables = [EmbeddingTable("t", 100_000, 4, lr=0.1) for _ in range(2)]
     with torch.no_grad():
         tables[1].weight.copy_(tables[0].weight)
     tables[1]._scratch_for = lambda flat: None  # the reference: torch.unique
     for step in range(2):  # other ids at the second step: the buffer's old content must not matter
-        ids = torch.randint(4_000, (embedding.SCRATCH_MIN + 5,), generator=g) * 10
+        ids = torch.randint(9_000, (embedding.SCRATCH_MIN + 5,), generator=g) * 10
         grad = torch.randn(len(ids), 4, generator=g)
         outs = [t(ids) for t in tables]
         torch.testing.assert_close(outs[0], outs[1])
