@@ -67,9 +67,10 @@ def _term_gradient(objective, kd, student, batch) -> torch.Tensor:
     """d kd / d (the student's scores of the candidate list; rce: of its own list) for one batch."""
     seen = _capture(objective, kd)
     objective(student, *batch)
-    term = objective.terms[kd]
-    scores = seen[0].rce.student if kd == "rce" else seen[0].student
-    return torch.autograd.grad(type(term).forward(term, seen[0]), scores)[0]
+    term, b = objective.terms[kd], seen[0]
+    scores = [b.rce.student] if kd == "rce" else [b.student_own, b.student_negatives]
+    grads = torch.autograd.grad(type(term).forward(term, b), scores, allow_unused=True)  # cached: no negatives
+    return torch.cat([torch.zeros_like(s) if g is None else g for g, s in zip(grads, scores)], dim=1)
 
 
 # losses whose minimum over the student's scores is the teacher's scores (cached rce is not: the student's top
@@ -215,6 +216,24 @@ def test_a_term_that_needs_every_row_makes_every_row_carry_the_lists(kd, teacher
     for batches in seen:
         b = batches[0]
         assert b.rows == 32 and b.student.shape[0] == 32 and (b.rce is None or b.rce.rows == 32)
+
+
+@pytest.mark.parametrize("online", [True, False], ids=["online", "cached"])
+def test_the_negatives_columns_of_the_kd_rows_are_their_scores_and_computed_only_when_read(online, teacher, knowledge,
+                                                                                         tiny_split):
+    """With kd_rows < batch a dot-product student scores the shared negatives of those rows by its own product
+    (equal to its forward's scores); a cached listkl step never reads them."""
+    objective = DistillationObjective(teacher if online else None, knowledge, _config("listkl", kd_rows=5))
+    seen = _capture(objective, "listkl")
+    users, pos, negs = _batch(tiny_split)
+    student = _student(tiny_split)
+    objective(student, users, pos, negs)
+    b = seen[0]
+    assert ("student_negatives" in vars(b)) == online  # cached_property: read by the term, or not
+    own = torch.cat([pos[:5, None], knowledge.items[users[:5, None], b.topk_ranks]], dim=1)
+    with torch.no_grad():
+        expected = student(users[:5], own, negs).scores
+    assert torch.allclose(b.student, expected, atol=1e-6)
 
 
 def test_cached_mode_knows_teacher_scores_only_for_top_k_items(knowledge, tiny_split):

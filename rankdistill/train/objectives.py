@@ -305,7 +305,8 @@ class DistillationObjective(SupervisedObjective):
                                    extra=torch.cat(lists, dim=1) if lists else None)
         if rce is not None:
             rce = self._rce_scores(rce, fwd.extra_scores[:, n_own - 1 :], rows, rce_items)
-        total, parts = self.supervised(fwd, pos, negs, users, dot_product=scores_by_dot_product(model))
+        dot = scores_by_dot_product(model)
+        total, parts = self.supervised(fwd, pos, negs, users, dot_product=dot)
         if self.teacher is not None and self.teacher_columns != "none":
             shared = negs if self.teacher_columns == "all" else None  # the teacher scores only what a term uses
             if self.teacher_vectors is not None:  # a frozen dot-product teacher: its vectors, computed once
@@ -327,7 +328,8 @@ class DistillationObjective(SupervisedObjective):
         t1 = 1 + ranks.shape[1]
         seen = self._seen_negatives(rows, negs) if self.need_seen else None
         batch = KDBatch(
-            student=_rows_scores(fwd, r, n_own - 1), teacher=teacher_scores, known=known, valid=valid_t, n_own=n_own,
+            student_own=_own_scores(fwd, r, n_own - 1), student_negatives_fn=lambda: _negatives_scores(fwd, r, dot),
+            teacher=teacher_scores, known=known, valid=valid_t, n_own=n_own,
             topk=slice(1, t1), topk_ranks=ranks, n_fixed=self.n_fixed, dcd=slice(t1, t1 + dcd_ranks.shape[1]),
             dcd_ranks=dcd_ranks,
             negatives=slice(n_own, n_own + len(negs)),
@@ -524,14 +526,21 @@ class DistillationObjective(SupervisedObjective):
         return torch.cat(scores, dim=1), torch.cat(known, dim=1)
 
 
-def _rows_scores(fwd: Forward, r: int, n_list: int) -> torch.Tensor:
-    """The student's scores [r, 1 + n_list + S] of the first r rows' candidate lists: the observed item, the
-    first ``n_list`` extra candidates (the top-K and dcd blocks), the S shared negatives."""
-    if fwd.shared_scores is not None:
-        observed, shared = fwd.own_scores[:r], fwd.shared_scores[:r]
-    else:  # the model returned one [B, 1 + S] block
-        observed, shared = fwd.own_scores[:r, :1], fwd.own_scores[:r, 1:]
-    return torch.cat([observed, fwd.extra_scores[:, :n_list], shared] if n_list else [observed, shared], dim=1)
+def _own_scores(fwd: Forward, r: int, n_list: int) -> torch.Tensor:
+    """The student's scores [r, 1 + n_list] of the first r rows' own lists: the observed item, then the first
+    ``n_list`` extra candidates (the top-K and dcd blocks)."""
+    observed = fwd.own_scores[:r, :1]
+    return torch.cat([observed, fwd.extra_scores[:, :n_list]], dim=1) if n_list else observed
+
+
+def _negatives_scores(fwd: Forward, r: int, dot_product: bool) -> torch.Tensor:
+    """The student's scores [r, S] of the shared negatives on the first r rows. A dot-product ranker's are one
+    [r, S] product of its vectors (the gradient of a slice of the [B, S] block would be a zero-filled [B, S])."""
+    if fwd.shared_scores is None:  # the model returned one [B, 1 + S] block
+        return fwd.own_scores[:r, 1:]
+    if dot_product and fwd.shared_hidden is not None and r < fwd.shared_scores.shape[0]:
+        return fwd.user_hidden[:r] @ fwd.shared_hidden.T
+    return fwd.shared_scores[:r]
 
 
 def negatives_hit_pairs(negs: torch.Tensor, rows: torch.Tensor, items: torch.Tensor, b: int) -> torch.Tensor:
