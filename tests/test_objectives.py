@@ -538,3 +538,20 @@ def test_negatives_hit_matches_a_loop_also_with_repeated_negatives_and_padding()
                 for r in range(6)]
     assert negatives_hit(negs, items, real).tolist() == expected
     assert expected[0] == [False, True, False, True, True, False, False, False]
+
+
+@pytest.mark.parametrize("first, carried", [(0, 6), (4, 2), (10, 0)])
+def test_a_process_carries_its_part_of_the_global_batchs_first_kd_rows_rows(first, carried, teacher, knowledge,
+                                                                            tiny_split):
+    """Sharded: a process whose rows begin at the global batch's row ``first`` carries the lists on those of
+    its rows among the batch's first kd_rows = 6, possibly none (then the term is 0 and the step still runs)."""
+    from rankdistill.losses._masking import batch_share
+
+    objective = DistillationObjective(teacher, knowledge, _config("listkl", kd_rows=6))
+    seen = _capture(objective, "listkl")
+    student = _student(tiny_split)
+    with batch_share(lambda count: count, 1.0, first_row=first):  # one process standing for the whole batch
+        loss, parts = objective(student, *_batch(tiny_split))
+    loss.backward()
+    assert seen[0].rows == carried and seen[0].student.shape[0] == carried
+    assert torch.isfinite(loss) and (carried > 0 or parts["listkl"] == 0)

@@ -10,21 +10,30 @@ from typing import Callable, Iterator
 import torch
 
 # set by the sharded engine while a process computes its share of a batch (see batch_denominator)
-_SHARE: ContextVar[tuple[Callable[[torch.Tensor], torch.Tensor], float] | None] = ContextVar("batch_share",
-                                                                                              default=None)
+_SHARE: ContextVar[tuple[Callable[[torch.Tensor], torch.Tensor], float, int] | None] = ContextVar("batch_share",
+                                                                                                   default=None)
 
 
 @contextmanager
-def batch_share(all_reduce_sum: Callable[[torch.Tensor], torch.Tensor], share: float) -> Iterator[None]:
-    """Inside: this process holds ``share`` (b_r / B) of a global batch's rows, and ``all_reduce_sum`` sums a
-    tensor over the processes. Every count-normalised mean then divides by the whole batch's count
-    (:func:`batch_denominator`), so the processes' losses, scaled by b_r·W/B and averaged over the W processes
-    (as DDP and torchrec average gradients), equal the one-process loss of the whole batch."""
-    token = _SHARE.set((all_reduce_sum, share))
+def batch_share(all_reduce_sum: Callable[[torch.Tensor], torch.Tensor], share: float,
+                first_row: int = 0) -> Iterator[None]:
+    """Inside: this process holds ``share`` (b_r / B) of a global batch's rows, from the batch's row
+    ``first_row`` on, and ``all_reduce_sum`` sums a tensor over the processes. Every count-normalised mean
+    then divides by the whole batch's count (:func:`batch_denominator`), so the processes' losses, scaled by
+    b_r·W/B and averaged over the W processes (as DDP and torchrec average gradients), equal the one-process
+    loss of the whole batch."""
+    token = _SHARE.set((all_reduce_sum, share, first_row))
     try:
         yield
     finally:
         _SHARE.reset(token)
+
+
+def first_row() -> int:
+    """Where this process's rows begin in the global batch: 0 in one process, ``first_row`` inside
+    :func:`batch_share` (the objective carries the distillation lists on the global batch's first rows)."""
+    share = _SHARE.get()
+    return 0 if share is None else share[2]
 
 
 def batch_denominator(count: torch.Tensor) -> torch.Tensor:
@@ -38,7 +47,7 @@ def batch_denominator(count: torch.Tensor) -> torch.Tensor:
     share = _SHARE.get()
     if share is None:
         return count.clamp_min(1.0)
-    all_reduce_sum, fraction = share
+    all_reduce_sum, fraction, _ = share
     return all_reduce_sum(count.detach()).clamp_min(1.0) * fraction
 
 

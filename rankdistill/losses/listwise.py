@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from rankdistill.losses._masking import mask_logits
+from rankdistill.losses._masking import batch_denominator, mask_logits
 
 
 def listwise_kl(
@@ -41,7 +41,7 @@ def listwise_kl_reference(
     kl = torch.exp(log_pt) * (log_pt - log_ps)
     if mask is not None:
         kl = kl * mask
-    return kl.sum(1).mean() * temperature**2
+    return kl.sum() * temperature**2 / _rows(student)
 
 
 class _ListKL(torch.autograd.Function):
@@ -54,16 +54,24 @@ class _ListKL(torch.autograd.Function):
         pt = log_pt.exp()
         if mask is not None:
             pt = pt.mul_(mask)
-        loss = (pt * (log_pt - log_ps)).sum() * (temperature**2 / student.shape[0])
-        ctx.save_for_backward(log_ps, pt)
+        rows = _rows(student)
+        loss = (pt * (log_pt - log_ps)).sum() * temperature**2 / rows
+        ctx.save_for_backward(log_ps, pt, rows)
         ctx.temperature = temperature
         return loss
 
     @staticmethod
     def backward(ctx, grad):
-        log_ps, pt = ctx.saved_tensors
-        scale = grad * (ctx.temperature / log_ps.shape[0])
+        log_ps, pt, rows = ctx.saved_tensors
+        scale = grad * ctx.temperature / rows
         return log_ps.exp().mul_(pt.sum(1, keepdim=True)).sub_(pt).mul_(scale), None, None, None
+
+
+def _rows(scores: torch.Tensor) -> torch.Tensor:
+    """The number of rows a row mean divides by: ``scores``' rows in one process (at least 1); under data
+    parallelism the whole batch's (:func:`batch_denominator`), which also covers a process that holds none of
+    the rows carrying a list."""
+    return batch_denominator(torch.tensor(float(scores.shape[0]), device=scores.device))
 
 
 def listmle(

@@ -57,7 +57,8 @@ def split_candidates(rows: torch.Tensor, items: torch.Tensor, extra: torch.Tenso
     # one split, not slices: its backward joins the blocks' gradients in one copy, where each slice's backward
     # would zero-fill a gradient of all the rows
     own, more, shared = rows.split([b * l, r * e, rows.shape[0] - b * l - r * e])
-    return own.view(b, l, -1), (more.view(r, e, -1) if extra is not None else None), shared
+    h = rows.shape[-1]  # not -1 in the views: a block may be empty (a process with no rows carrying a list)
+    return own.view(b, l, h), (more.view(r, e, h) if extra is not None else None), shared
 
 
 class Ranker(nn.Module, abc.ABC):

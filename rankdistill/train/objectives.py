@@ -35,6 +35,7 @@ from rankdistill.config import DistillConfig
 from rankdistill.data.csr import Csr
 from rankdistill.errors import RankdistillError
 from rankdistill.evaluation.evaluator import default_memory_budget, rank_all, rows_of
+from rankdistill.losses._masking import first_row
 from rankdistill.losses.rce import closure_log_weights
 from rankdistill.losses.registry import KD_LOSSES, KDBatch, RCEColumns
 from rankdistill.losses.supervised import SUPERVISED_LOSSES, bilateral_from_lse, block_logsumexp, softmax_from_lse
@@ -281,7 +282,8 @@ class DistillationObjective(SupervisedObjective):
                                    f"build it with device={str(users.device)!r}")
         kn = self.knowledge
         # the terms see the batch's first r rows: their lists are looked up for those rows alone
-        rows = users[: self.rows] if self.rows < len(users) else users
+        # (sharded: this process's share of the global batch's first kd_rows rows, maybe none)
+        rows = users[: max(0, self.rows - first_row())] if self.rows < math.inf else users
         r = len(rows)
         ranks, sampled_ok = self._sample_topk(rows)  # [r, F + M]
         topk_valid = _pick(kn.valid, rows, ranks) & sampled_ok
@@ -369,7 +371,8 @@ class DistillationObjective(SupervisedObjective):
             every = u @ item_vecs.T  # [B, n_items]: cheaper than gathering B·L item vectors
             own_scores = every.gather(1, own)
             return own_scores if shared is None else torch.cat([own_scores, every[:, shared]], dim=1)
-        own_scores = torch.bmm(item_vecs.index_select(0, own.reshape(-1)).view(*own.shape, -1), u[:, :, None])
+        own_scores = torch.bmm(item_vecs.index_select(0, own.reshape(-1)).view(*own.shape, item_vecs.shape[1]),
+                               u[:, :, None])
         own_scores = own_scores.squeeze(-1)
         if shared is None:
             return own_scores

@@ -134,7 +134,7 @@ class ShardedEngine(Engine):
         return rows * self.world / total
 
     def step(self, rows: int, total: int) -> AbstractContextManager:
-        return batch_share(_all_reduce_sum, rows / total)
+        return batch_share(_all_reduce_sum, rows / total, total * self.rank // self.world)  # share()'s first row
 
     def reduce(self, loss: torch.Tensor, parts: dict[str, torch.Tensor],
                scale: float) -> tuple[bool, dict[str, torch.Tensor]]:
