@@ -177,10 +177,10 @@ class DistillConfig:
     rce_beta: float = knob(5.0, "rce: mix γ = exp(-rce_beta · |teacher top-K ∩ drawn| / K) on the closure part "
                            "(mkd_beta)")
     rce_tau: float = knob(1.0, "rce: softmax temperature of both cross-entropies (mkd_tau)")
-    # rows of each batch that carry the distillation terms' lists (the top-K samples, dcd's and rce's columns:
-    # looked up and scored on those rows only; every row still carries the supervised loss), when every term of
-    # --kd learns as well from them (KDTerm.few_rows: rce, listkl, measured on validation); otherwise every row
-    # carries them. A batch of interactions holds a user about once per (its interactions) batches, so a few rows
+    # rows of each batch that carry the distillation terms' lists (the top-K samples, rce's columns: looked up
+    # and scored on those rows only; every row still carries the supervised loss), when every term of --kd
+    # learns as well from them (KDTerm.few_rows: rce, listkl, measured on validation); otherwise (soft_bce, dcd,
+    # every term not measured, or a combination with one) every row carries them. A batch of interactions holds a user about once per (its interactions) batches, so a few rows
     # per batch still distil every user several times an epoch (the reference implementations distil each user
     # once per epoch). Chosen on validation (benchmarks/results/teacher-recipes.md, "kd_rows")
     kd_rows: int = knob(64, "rows of each batch that carry the distillation terms' candidate lists, when every "

@@ -71,7 +71,7 @@ def _rows(scores: torch.Tensor) -> torch.Tensor:
     """The number of rows a row mean divides by: ``scores``' rows in one process (at least 1); under data
     parallelism the whole batch's (:func:`batch_denominator`), which also covers a process that holds none of
     the rows carrying a list."""
-    return batch_denominator(torch.tensor(float(scores.shape[0]), device=scores.device))
+    return batch_denominator(scores.new_full((), float(scores.shape[0])))  # filled on the device: no host copy
 
 
 def listmle(

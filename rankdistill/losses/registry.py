@@ -61,7 +61,8 @@ class RCEColumns:
 @dataclass
 class KDBatch:
     """One batch's candidate lists as every distillation term sees them: those of the batch's first R rows
-    (``DistillConfig.kd_rows``; the supervised loss uses every row). Columns of the [R, L] tensors:
+    (``DistillConfig.kd_rows`` when every term is ``few_rows``, else R = B; the supervised loss uses every row).
+    Columns of the [R, L] tensors:
 
     ``[0]`` the observed item | ``topk``: the teacher's top-K items in the teacher's order (the first
     ``n_fixed`` are its ranks 0..F-1, for ``rd``; then M ranks sampled ∝ exp(-rank/λ), when a term reads
@@ -69,7 +70,8 @@ class KDBatch:
     shared by the batch. ``rce``'s long lists are apart, in :class:`RCEColumns`.
     The first ``n_own`` columns are each row's own candidates. With the teacher online every column has a
     teacher score; in cached mode (no teacher) only top-K items do, and ``teacher``/``known`` cover the own
-    columns alone. ``student_fwd`` covers the whole batch (its first R rows are these).
+    columns alone. ``student_fwd`` is the student's forward over the whole batch: its ``own_scores`` are each
+    row's observed item (and the shared negatives), its ``extra_scores`` the R rows' lists.
     """
 
     student_own: torch.Tensor  # [R, n_own] student scores of the own columns

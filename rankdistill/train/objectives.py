@@ -4,8 +4,8 @@ masked out of that row).
 
 - :class:`SupervisedObjective`: the true-label loss on [positive, negatives] plus L2 on the batch's rows.
 - :class:`DistillationObjective`: the same, plus ``Σ λ_i · kd_i`` (``DistillConfig.kd``) on one candidate
-  list per row, scored by the student in the same single forward as the supervised loss (each embedding
-  table is looked up once, so the fused optimizer updates each row once per step)::
+  list per carrying row (below), scored by the student in the same single forward as the supervised loss (each
+  embedding table is looked up once, so the fused optimizer updates each row once per step)::
 
       [positive | teacher top-K: ranks 0..F-1 (rd), then M ranks sampled ∝ exp(-rank/λ) (one draw per
                   batch, or per row with topk_sampling="row"), in rank order; the M only when some term
@@ -13,9 +13,11 @@ masked out of that row).
                 | dcd: D under- + D over-estimated items | S shared uniform negatives]
 
   and, for ``rce``, a list of its own (the teacher's whole top-K, then the student's top-P:
-  :class:`~rankdistill.losses.registry.RCEColumns`). Only the batch's first ``kd_rows`` rows carry these lists
-  (the terms see those rows; the supervised loss every row): they are scored in that same forward as the
-  model's ``extra`` candidates of those rows.
+  :class:`~rankdistill.losses.registry.RCEColumns`). The rows that carry these lists are the batch's first
+  ``kd_rows`` when every term is ``few_rows`` (rce, listkl), else every row (sharded: this process's part of
+  the global batch's first rows); the terms see those rows, the supervised loss every row. The lists are
+  scored in that same forward as the model's ``extra`` candidates of those rows (each row's own list is its
+  observed item).
 
   With a teacher, the frozen teacher scores the same list (eval(), requires_grad_(False), no_grad()).
   Without one (``teacher=None``, the cached mode), teacher scores come from the knowledge and are known only
