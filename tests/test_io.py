@@ -80,13 +80,14 @@ def _lightgcn(folder: Path, train: str, test: str) -> Path:
 
 
 def test_lightgcn_folder_keeps_given_test_split(tmp_path):
-    folder = _lightgcn(tmp_path / "gowalla", "0 0 1 2\n1 2 3\n2\n", "0 3\n1 0 1\n")
+    # invented ids in the LightGCN layout (user, then its items), not rows of a real data set
+    folder = _lightgcn(tmp_path / "checkins", "0 7 4 9\n1 9 5\n2\n", "0 5\n1 7 4\n")
     assert detect_format(folder) == "lightgcn"
     df = read_interactions(folder)
-    assert df[~df.is_test][["user", "item"]].values.tolist() == [[0, 0], [0, 1], [0, 2], [1, 2], [1, 3]]
-    assert df[df.is_test][["user", "item"]].values.tolist() == [[0, 3], [1, 0], [1, 1]]
+    assert df[~df.is_test][["user", "item"]].values.tolist() == [[0, 7], [0, 4], [0, 9], [1, 9], [1, 5]]
+    assert df[df.is_test][["user", "item"]].values.tolist() == [[0, 5], [1, 7], [1, 4]]
     data = load_interactions(folder)
-    assert data.name == "gowalla" and data.timestamps is None and data.given_test.sum() == 3
+    assert data.name == "checkins" and data.timestamps is None and data.given_test.sum() == 3
 
 
 def test_format_can_be_forced(tmp_path):
