@@ -180,9 +180,10 @@ class DistillConfig:
     # rows of each batch that carry the distillation terms' lists (the top-K samples, rce's columns: looked up
     # and scored on those rows only; every row still carries the supervised loss), when every term of --kd
     # learns as well from them (KDTerm.few_rows: rce, listkl, measured on validation); otherwise (soft_bce, dcd,
-    # every term not measured, or a combination with one) every row carries them. A batch of interactions holds a user about once per (its interactions) batches, so a few rows
-    # per batch still distil every user several times an epoch (the reference implementations distil each user
-    # once per epoch). Chosen on validation (benchmarks/results/teacher-recipes.md, "kd_rows")
+    # every term not measured, or a combination with one) every row carries them. A batch of interactions holds a
+    # user about once per (its interactions) batches, so a few rows per batch still distil every user several
+    # times an epoch (the reference implementations distil each user once per epoch). Chosen on validation
+    # (benchmarks/results/teacher-recipes.md, "kd_rows")
     kd_rows: int = knob(64, "rows of each batch that carry the distillation terms' candidate lists, when every "
                         "term learns from a few rows (rce, listkl; others: every row); the supervised loss sees "
                         "every row")

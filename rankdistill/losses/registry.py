@@ -100,8 +100,11 @@ class KDBatch:
     rce: RCEColumns | None = None  # rce's columns (``rce`` only)
     negatives_seen: torch.Tensor | None = None  # bool [R, S] negatives that are training items of the row's user
     #                                             (rd and rrd only; None when the objective has no exclude)
-    rows: int = 0  # R
 
+    @property
+    def rows(self) -> int:
+        """R, the rows that carry the lists."""
+        return self.student_own.shape[0]
 
     @cached_property
     def student_negatives(self) -> torch.Tensor:

@@ -340,7 +340,7 @@ class DistillationObjective(SupervisedObjective):
             uninteresting=self._uninteresting(rows, pos[:r], negs, seen) if self.need_uninteresting else None,
             negatives_seen=seen,
             k=kn.k, n_items=self.n_items, epoch=self.epoch, student_fwd=fwd, teacher_fwd=tf, generator=self.generator,
-            rce=rce, rows=r,
+            rce=rce,
         )
         for name, term in self.terms.items():
             value = term(batch)
